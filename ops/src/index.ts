@@ -1,2 +1,9 @@
+export * from './errors';
+export * from './free-port';
+export * from './service-process';
+export * from './service-redis';
+export * from './service-influx';
+export * from './service-snmpd';
+
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
 export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
