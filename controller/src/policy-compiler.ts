@@ -1,0 +1,310 @@
+/**
+ * Policy compiler: from the route set to one policy per site (format and rationale in
+ * edge-agent/src/policy.ts, whose TypeBox schema the agent validates against). Pure: no I/O.
+ *
+ * Each route (src, dst, class) becomes, at its source site only, an SRv6 segment list per path
+ * (primary and backup). Transit and destination sites only serve their SIDs, which depend on the
+ * topology alone, so a route change recompiles and re-sends the source site's policy only; the
+ * content hash tells the distributor which sites changed. Versions are the distributor's job.
+ */
+import { createHash } from 'node:crypto';
+import type { Path, Route, Topology } from '@meridian/topology';
+
+/** Addresses and names of one site in the plan. */
+export interface SiteAddressing {
+  readonly index: number;
+  /** SRv6 locator (/64); SIDs are taken from it. */
+  readonly locator: string;
+  readonly tunnelSource: string;
+  readonly dx4Sid: string;
+  /** Host address inside the site's first prefix. */
+  readonly hostAddress: string;
+}
+
+/** Addresses and interface names of one link in the plan; `a`/`b` as in the topology. */
+export interface LinkAddressing {
+  readonly index: number;
+  readonly ifA: string;
+  readonly ifB: string;
+  readonly a4: string;
+  readonly b4: string;
+  readonly a6: string;
+  readonly b6: string;
+  /** End.X SID of site `a` for leaving by this link, and of site `b`. */
+  readonly sidA: string;
+  readonly sidB: string;
+}
+
+/** Where every site and link lives in address space; the lab builds exactly this plan. */
+export interface AddressingPlan {
+  readonly sites: Readonly<Record<string, SiteAddressing>>;
+  readonly links: Readonly<Record<string, LinkAddressing>>;
+}
+
+/** The compiled policy of one site; structurally the agent's `SitePolicy` (version 0). */
+export interface CompiledSitePolicy {
+  version: number;
+  hash: string;
+  site: string;
+  hostAddress: string;
+  tunnelSource: string;
+  interfaces: {
+    link: string;
+    ifName: string;
+    peer: string;
+    local4: string;
+    peer4: string;
+    local6: string;
+    peer6: string;
+  }[];
+  classes: {
+    id: string;
+    priority: number;
+    match?: { dscp?: number[]; protocol?: 'udp' | 'tcp'; ports?: number[] };
+  }[];
+  defaultClass: string | null;
+  localSids: (
+    | { sid: string; action: 'End.X'; link: string; outIf: string; nextHop6: string }
+    | { sid: string; action: 'End.DX4' }
+  )[];
+  routes: {
+    class: string;
+    dst: string;
+    dstPrefixes: string[];
+    slot: number;
+    status: 'ok' | 'degraded';
+    primary: CompiledPath;
+    backup: CompiledPath | null;
+  }[];
+}
+
+export interface CompiledPath {
+  sites: string[];
+  links: string[];
+  outIf: string;
+  nextHop4: string;
+  nextHop6: string;
+  segments: string[];
+}
+
+const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+function ipv4ToInt(ip: string): number {
+  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => (Math.floor(n / 2 ** s) % 256).toString()).join('.');
+}
+
+/** The first usable address of a prefix (the address itself for a /31 or /32). */
+export function hostAddressOf(prefix: string): string {
+  const [addr = '', lenText = '32'] = prefix.split('/');
+  const len = Number(lenText);
+  const base = ipv4ToInt(addr);
+  return intToIpv4(len >= 31 ? base : base + 1);
+}
+
+/**
+ * The default plan: site i (sites sorted by id) gets locator `fc00:0:<i+1>::/64`; link k (links
+ * sorted by id) gets `172.16.0.0/12` /30 number k and `fd00:0:0:<k+1>::/64`, interface `ml<k>` at
+ * both ends. Deterministic for a topology, so the lab and the controller agree without talking.
+ */
+export function defaultAddressingPlan(topology: Topology): AddressingPlan {
+  const sites: Record<string, SiteAddressing> = {};
+  [...topology.sites].sort(byId).forEach((s, i) => {
+    const loc = `fc00:0:${(i + 1).toString(16)}`;
+    const first = s.prefixes[0];
+    if (first === undefined) throw new Error(`site '${s.id}' has no prefix`);
+    sites[s.id] = {
+      index: i,
+      locator: `${loc}::/64`,
+      tunnelSource: `${loc}::1`,
+      dx4Sid: `${loc}::d4`,
+      hostAddress: hostAddressOf(first),
+    };
+  });
+  const links: Record<string, LinkAddressing> = {};
+  [...topology.links].sort(byId).forEach((l, k) => {
+    const base = ipv4ToInt('172.16.0.0') + 4 * k;
+    const v6 = `fd00:0:0:${(k + 1).toString(16)}`;
+    const sa = sites[l.a];
+    const sb = sites[l.b];
+    if (sa === undefined || sb === undefined) throw new Error(`link '${l.id}' joins an unknown site`);
+    const x = (k + 1).toString(16);
+    links[l.id] = {
+      index: k,
+      ifA: `ml${k}`,
+      ifB: `ml${k}`,
+      a4: intToIpv4(base + 1),
+      b4: intToIpv4(base + 2),
+      a6: `${v6}::1`,
+      b6: `${v6}::2`,
+      sidA: `${sa.locator.replace('::/64', '')}::1:${x}`,
+      sidB: `${sb.locator.replace('::/64', '')}::1:${x}`,
+    };
+  });
+  return { sites, links };
+}
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Same algorithm as the agent's `policyHash` (edge-agent/src/policy.ts); ops tests check they agree. */
+export function compiledPolicyHash(policy: Omit<CompiledSitePolicy, 'hash' | 'version'>): string {
+  const { version: _v, hash: _h, ...content } = policy as CompiledSitePolicy;
+  return createHash('sha256').update(canonical(content)).digest('hex');
+}
+
+/** Why a route could not be compiled (a bug upstream or a plan that does not fit the topology). */
+export class PolicyCompileError extends Error {
+  readonly code = 'CTRL_ERR_POLICY_COMPILE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'PolicyCompileError';
+  }
+}
+
+function compilePath(topology: Topology, plan: AddressingPlan, src: string, path: Path): CompiledPath {
+  const linkById = new Map(topology.links.map((l) => [l.id, l]));
+  const end = (site: string, linkId: string): { sid: string; ifName: string; peer4: string; peer6: string } => {
+    const l = linkById.get(linkId);
+    const la = plan.links[linkId];
+    if (l === undefined || la === undefined) throw new PolicyCompileError(`path uses unknown link '${linkId}'`);
+    if (l.a === site) return { sid: la.sidA, ifName: la.ifA, peer4: la.b4, peer6: la.b6 };
+    if (l.b === site) return { sid: la.sidB, ifName: la.ifB, peer4: la.a4, peer6: la.a6 };
+    throw new PolicyCompileError(`link '${linkId}' does not touch site '${site}'`);
+  };
+  const firstLink = path.links[0];
+  const dst = path.sites[path.sites.length - 1];
+  if (firstLink === undefined || dst === undefined || path.sites[0] !== src) {
+    throw new PolicyCompileError(`path ${path.sites.join('>')} does not start at '${src}'`);
+  }
+  const first = end(src, firstLink);
+  const segments: string[] = [];
+  for (let i = 1; i < path.links.length; i++) {
+    segments.push(end(path.sites[i] ?? '', path.links[i] ?? '').sid);
+  }
+  const dstPlan = plan.sites[dst];
+  if (dstPlan === undefined) throw new PolicyCompileError(`unknown site '${dst}'`);
+  segments.push(dstPlan.dx4Sid);
+  return {
+    sites: [...path.sites],
+    links: [...path.links],
+    outIf: first.ifName,
+    nextHop4: first.peer4,
+    nextHop6: first.peer6,
+    segments,
+  };
+}
+
+/**
+ * Compiles one policy per site (version 0, content hash set). Routes that are unreachable or
+ * have no primary path produce no forwarding state (their traffic takes the unmarked path).
+ */
+export function compilePolicies(
+  topology: Topology,
+  routes: readonly Route[],
+  plan: AddressingPlan = defaultAddressingPlan(topology),
+): Map<string, CompiledSitePolicy> {
+  const sites = [...topology.sites].sort(byId);
+  const classesSorted = [...topology.classes].sort(byId);
+  const classIndex = new Map(classesSorted.map((c, i) => [c.id, i]));
+  const siteIndex = new Map(sites.map((s, i) => [s.id, i]));
+  const prefixes = new Map(sites.map((s) => [s.id, [...s.prefixes]]));
+  // Match order: classes with a match by priority, then match-all classes (the first is default).
+  const ordered = [...topology.classes].sort(
+    (a, b) =>
+      (a.match === undefined ? 1 : 0) - (b.match === undefined ? 1 : 0) || a.priority - b.priority || byId(a, b),
+  );
+  const matchAll = ordered.find((c) => c.match === undefined);
+  const leastImportant = [...topology.classes].sort((a, b) => b.priority - a.priority || byId(a, b))[0];
+  const defaultClass = (matchAll ?? leastImportant)?.id ?? null;
+  const classes = ordered.map((c) => {
+    const m = c.match;
+    const match =
+      m === undefined
+        ? undefined
+        : {
+            ...(m.dscp !== undefined ? { dscp: [...m.dscp] } : {}),
+            ...(m.protocol !== undefined ? { protocol: m.protocol } : {}),
+            ...(m.ports !== undefined ? { ports: [...m.ports] } : {}),
+          };
+    return { id: c.id, priority: c.priority, ...(match !== undefined ? { match } : {}) };
+  });
+
+  const out = new Map<string, CompiledSitePolicy>();
+  for (const site of sites) {
+    const sp = plan.sites[site.id];
+    if (sp === undefined) throw new PolicyCompileError(`the plan has no site '${site.id}'`);
+    const interfaces: CompiledSitePolicy['interfaces'] = [];
+    const localSids: CompiledSitePolicy['localSids'] = [];
+    for (const l of [...topology.links].sort(byId)) {
+      const la = plan.links[l.id];
+      if (la === undefined) throw new PolicyCompileError(`the plan has no link '${l.id}'`);
+      if (l.a !== site.id && l.b !== site.id) continue;
+      const isA = l.a === site.id;
+      const iface = {
+        link: l.id,
+        ifName: isA ? la.ifA : la.ifB,
+        peer: isA ? l.b : l.a,
+        local4: isA ? la.a4 : la.b4,
+        peer4: isA ? la.b4 : la.a4,
+        local6: isA ? la.a6 : la.b6,
+        peer6: isA ? la.b6 : la.a6,
+      };
+      interfaces.push(iface);
+      localSids.push({
+        sid: isA ? la.sidA : la.sidB,
+        action: 'End.X',
+        link: l.id,
+        outIf: iface.ifName,
+        nextHop6: iface.peer6,
+      });
+    }
+    localSids.push({ sid: sp.dx4Sid, action: 'End.DX4' });
+    const siteRoutes: CompiledSitePolicy['routes'] = [];
+    for (const r of routes) {
+      if (r.src !== site.id || r.primary === null || r.status === 'unreachable') continue;
+      const ci = classIndex.get(r.class);
+      const di = siteIndex.get(r.dst);
+      const dstPrefixes = prefixes.get(r.dst);
+      if (ci === undefined || di === undefined || dstPrefixes === undefined) {
+        throw new PolicyCompileError(`route ${r.class}/${r.src}>${r.dst} names an unknown class or site`);
+      }
+      const slot = ci * sites.length + di + 1;
+      if (slot > 4999) {
+        throw new PolicyCompileError(`route ${r.class}/${r.src}>${r.dst} needs slot ${slot}, above the 4999 reserved`);
+      }
+      siteRoutes.push({
+        class: r.class,
+        dst: r.dst,
+        dstPrefixes,
+        slot,
+        status: r.status,
+        primary: compilePath(topology, plan, site.id, r.primary),
+        backup: r.backup === null ? null : compilePath(topology, plan, site.id, r.backup),
+      });
+    }
+    siteRoutes.sort((a, b) => a.slot - b.slot);
+    const content = {
+      site: site.id,
+      hostAddress: sp.hostAddress,
+      tunnelSource: sp.tunnelSource,
+      interfaces,
+      classes,
+      defaultClass,
+      localSids,
+      routes: siteRoutes,
+    };
+    out.set(site.id, { version: 0, hash: compiledPolicyHash(content), ...content });
+  }
+  return out;
+}

@@ -1,0 +1,615 @@
+/**
+ * The Linux policy driver: renders a {@link SitePolicy} with iproute2 and nftables, inside a given
+ * network namespace (or the current one). Mapping (see policy.ts for why SRv6):
+ *
+ * | policy                      | kernel object (all tagged as owned)                                   |
+ * |-----------------------------|-----------------------------------------------------------------------|
+ * | classes × routes            | `table ip meridian`, chain `classify`: `ip daddr {…} ip dscp {…} meta mark set 0x4d52xxxx` |
+ * | route slot n, primary path  | table 20000+2n: `PREFIX encap seg6 mode encap segs … dev IF`, `SEG1/128 dev IF` (proto 77); `ip rule`/`ip -6 rule` pref 20000+2n fwmark → table |
+ * | route slot n, backup path   | table 20001+2n, rule pref 20001+2n (right behind the primary rule)    |
+ * | unmarked local traffic      | table 20000 (rule pref 29990): one route per destination prefix        |
+ * | localSids                   | main table, proto 77: `SID/128 encap seg6local action End.X nh6 … dev IF`, `End.DX4 nh4 0.0.0.0 dev lo` |
+ *
+ * Ownership: the nftables table `meridian` (whose comment carries `meridian:<hash>:<version>`),
+ * rule preferences 20000–29999, routes with protocol 77. Everything else is left alone.
+ */
+import { spawn } from 'node:child_process';
+import {
+  BASE_RULE_PREF,
+  MARK_BASE,
+  ROUTE_PROTO,
+  TABLE_BASE,
+  routeKey,
+  validatePolicy,
+  type PathState,
+  type PolicyRoute,
+  type SitePolicy,
+} from './policy';
+import {
+  DriverError,
+  type ActivePath,
+  type ApplyOutcome,
+  type DriverSnapshot,
+  type PolicyDriver,
+  type RerouteOutcome,
+} from './driver';
+
+export interface LinuxDriverOptions {
+  /** Network namespace to work in (`ip -n NS`, `ip netns exec NS nft`); absent: the current one. */
+  readonly netns?: string;
+  /** Binaries (tests may point elsewhere). */
+  readonly ipBin?: string;
+  readonly nftBin?: string;
+}
+
+interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+type Family = 4 | 6;
+
+interface RuleSpec {
+  readonly family: Family;
+  readonly pref: number;
+  readonly fwmark: number | null;
+  readonly table: number;
+}
+
+interface RouteSpec {
+  readonly family: Family;
+  readonly table: string;
+  readonly dst: string;
+  /** Everything after the destination, without `table`/`proto`: compared with what the kernel shows. */
+  readonly attrs: string;
+  /** Normalised from the kernel's JSON, for comparison. */
+  readonly signature: string;
+}
+
+const NFT_TABLE = 'meridian';
+const PREF_MIN = TABLE_BASE;
+const PREF_MAX = 29999;
+
+const primaryTable = (slot: number): number => TABLE_BASE + 2 * slot;
+const backupTable = (slot: number): number => TABLE_BASE + 2 * slot + 1;
+const markOf = (slot: number): number => MARK_BASE + slot;
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+function normDst(dst: string, family: Family): string {
+  if (dst === 'default') return family === 4 ? '0.0.0.0/0' : '::/0';
+  return dst.includes('/') ? dst : `${dst}/${family === 4 ? 32 : 128}`;
+}
+
+function run(cmd: string, args: readonly string[], input?: string): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', (err) => resolve({ code: 127, stdout, stderr: `${stderr}${err.message}` }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input ?? '');
+  });
+}
+
+function pathSignature(p: PathState): string {
+  return `${p.outIf}|${p.segments.join(',')}`;
+}
+
+export class LinuxPolicyDriver implements PolicyDriver {
+  readonly kind = 'linux' as const;
+  readonly #netns: string | undefined;
+  readonly #ip: string;
+  readonly #nft: string;
+  /** The last policy applied successfully by this process (restored when an apply fails). */
+  #current: SitePolicy | null = null;
+
+  constructor(options: LinuxDriverOptions = {}) {
+    this.#netns = options.netns;
+    this.#ip = options.ipBin ?? 'ip';
+    this.#nft = options.nftBin ?? 'nft';
+  }
+
+  /** The last policy this driver applied, or null. */
+  get current(): SitePolicy | null {
+    return this.#current;
+  }
+
+  async #ipCmd(args: readonly string[], input?: string): Promise<ExecResult> {
+    const ns = this.#netns !== undefined ? ['-n', this.#netns] : [];
+    return run(this.#ip, [...ns, ...args], input);
+  }
+
+  async #nftCmd(args: readonly string[], input?: string): Promise<ExecResult> {
+    if (this.#netns === undefined) return run(this.#nft, args, input);
+    return run(this.#ip, ['netns', 'exec', this.#netns, this.#nft, ...args], input);
+  }
+
+  async #batch(family: Family | null, lines: readonly string[]): Promise<void> {
+    if (lines.length === 0) return;
+    const fam = family === null ? [] : [`-${family}`];
+    const r = await this.#ipCmd([...fam, '-batch', '-'], lines.join('\n') + '\n');
+    if (r.code !== 0) {
+      const m = /Command failed -:(\d+)/.exec(r.stderr);
+      const line = m?.[1] !== undefined ? lines[Number(m[1]) - 1] : undefined;
+      throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip refused '${line ?? lines[0] ?? ''}'`, {
+        detail: r.stderr.trim(),
+      });
+    }
+  }
+
+  async #json<T>(args: readonly string[]): Promise<T> {
+    const r = await this.#ipCmd(['-j', ...args]);
+    if (r.code !== 0) {
+      throw new DriverError('AGENT_ERR_DRIVER_STATE', `cannot read 'ip ${args.join(' ')}'`, {
+        detail: r.stderr.trim(),
+      });
+    }
+    const text = r.stdout.trim();
+    return (text === '' ? [] : JSON.parse(text)) as T;
+  }
+
+  async #readRules(): Promise<RuleSpec[]> {
+    const out: RuleSpec[] = [];
+    for (const family of [4, 6] as const) {
+      const rules = await this.#json<{ priority: number; fwmark?: string; table?: string }[]>([
+        `-${family}`,
+        'rule',
+        'show',
+      ]);
+      for (const r of rules) {
+        if (r.priority < PREF_MIN || r.priority > PREF_MAX) continue;
+        const fw = r.fwmark !== undefined ? Number.parseInt(r.fwmark, 16) : null;
+        out.push({ family, pref: r.priority, fwmark: fw, table: Number(r.table) });
+      }
+    }
+    return out;
+  }
+
+  async #readRoutes(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const family of [4, 6] as const) {
+      const routes = await this.#json<Record<string, unknown>[]>([
+        `-${family}`,
+        '-d',
+        'route',
+        'show',
+        'table',
+        'all',
+        'proto',
+        String(ROUTE_PROTO),
+      ]);
+      for (const r of routes) {
+        const dst = normDst(String(r['dst']), family);
+        const table = String(r['table'] ?? 'main');
+        out.set(`${family}|${table}|${dst}`, kernelSignature(r));
+      }
+    }
+    return out;
+  }
+
+  async #readNftComment(): Promise<string | null> {
+    const r = await this.#nftCmd(['-j', 'list', 'table', 'ip', NFT_TABLE]);
+    if (r.code !== 0) return null;
+    try {
+      const parsed = JSON.parse(r.stdout) as { nftables?: { table?: { comment?: string } }[] };
+      for (const item of parsed.nftables ?? []) {
+        if (item.table !== undefined) return item.table.comment ?? '';
+      }
+    } catch {
+      return null;
+    }
+    return '';
+  }
+
+  async read(): Promise<DriverSnapshot> {
+    const [rules, routes, comment] = await Promise.all([
+      this.#readRules(),
+      this.#readRoutes(),
+      this.#readNftComment(),
+    ]);
+    const m = comment !== null ? /^meridian:([0-9a-f]{64}):(\d+)$/.exec(comment) : null;
+    const slots = new Map<number, { p: boolean; b: boolean }>();
+    for (const r of rules) {
+      if (r.family !== 4 || r.fwmark === null) continue;
+      const slot = r.fwmark - MARK_BASE;
+      const s = slots.get(slot) ?? { p: false, b: false };
+      if (r.table === primaryTable(slot)) s.p = true;
+      if (r.table === backupTable(slot)) s.b = true;
+      slots.set(slot, s);
+    }
+    const snapshotRoutes = [...slots.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([slot, s]) => ({ slot, active: (s.p ? 'primary' : s.b ? 'backup' : 'none') as ActivePath }));
+    return {
+      hash: m?.[1] ?? null,
+      version: m?.[2] !== undefined ? Number(m[2]) : null,
+      routes: snapshotRoutes,
+      objects: rules.length + routes.size + (comment !== null ? 1 : 0),
+    };
+  }
+
+  /** Desired rules and routes of a policy. */
+  #render(policy: SitePolicy): { rules: RuleSpec[]; routes: RouteSpec[] } {
+    const rules: RuleSpec[] = [];
+    const routes: RouteSpec[] = [];
+    const encapRoutes = (table: number, prefixes: readonly string[], p: PathState, src?: string): void => {
+      const segs = p.segments.join(',');
+      for (const prefix of prefixes) {
+        routes.push({
+          family: 4,
+          table: String(table),
+          dst: prefix,
+          attrs: `encap seg6 mode encap segs ${segs} dev ${p.outIf}${src !== undefined ? ` src ${src}` : ''}`,
+          signature: `seg6|${segs}|${p.outIf}`,
+        });
+      }
+      const first = p.segments[0] ?? '';
+      routes.push({
+        family: 6,
+        table: String(table),
+        dst: `${first}/128`,
+        attrs: `dev ${p.outIf}`,
+        signature: `plain|${p.outIf}`,
+      });
+    };
+    const baseDone = new Set<string>();
+    const byDefaultFirst = [...policy.routes].sort(
+      (a, b) =>
+        (a.class === policy.defaultClass ? 0 : 1) - (b.class === policy.defaultClass ? 0 : 1) ||
+        a.slot - b.slot,
+    );
+    for (const r of byDefaultFirst) {
+      if (baseDone.has(r.dst)) continue;
+      baseDone.add(r.dst);
+      encapRoutes(TABLE_BASE, r.dstPrefixes, r.primary, policy.hostAddress);
+    }
+    if (baseDone.size > 0) {
+      for (const family of [4, 6] as const)
+        rules.push({ family, pref: BASE_RULE_PREF, fwmark: null, table: TABLE_BASE });
+    }
+    for (const r of policy.routes) {
+      encapRoutes(primaryTable(r.slot), r.dstPrefixes, r.primary);
+      for (const family of [4, 6] as const) {
+        rules.push({
+          family,
+          pref: primaryTable(r.slot),
+          fwmark: markOf(r.slot),
+          table: primaryTable(r.slot),
+        });
+      }
+      if (r.backup !== null) {
+        encapRoutes(backupTable(r.slot), r.dstPrefixes, r.backup);
+        for (const family of [4, 6] as const) {
+          rules.push({
+            family,
+            pref: backupTable(r.slot),
+            fwmark: markOf(r.slot),
+            table: backupTable(r.slot),
+          });
+        }
+      }
+    }
+    for (const s of policy.localSids) {
+      if (s.action === 'End.X') {
+        routes.push({
+          family: 6,
+          table: 'main',
+          dst: `${s.sid}/128`,
+          attrs: `encap seg6local action End.X nh6 ${s.nextHop6} dev ${s.outIf}`,
+          signature: `End.X|${s.nextHop6}|${s.outIf}`,
+        });
+      } else {
+        routes.push({
+          family: 6,
+          table: 'main',
+          dst: `${s.sid}/128`,
+          attrs: 'encap seg6local action End.DX4 nh4 0.0.0.0 dev lo',
+          signature: 'End.DX4|0.0.0.0|lo',
+        });
+      }
+    }
+    const seen = new Set<string>();
+    const unique = routes.filter((r) => {
+      const key = `${r.family}|${r.table}|${normDst(r.dst, r.family)}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+    return { rules, routes: unique };
+  }
+
+  #renderNft(policy: SitePolicy): string {
+    const classOrder = new Map(policy.classes.map((c, i) => [c.id, i]));
+    const classById = new Map(policy.classes.map((c) => [c.id, c]));
+    const ordered = [...policy.routes].sort((a, b) => {
+      const da = a.class === policy.defaultClass ? 1 : 0;
+      const db = b.class === policy.defaultClass ? 1 : 0;
+      return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0) || a.slot - b.slot;
+    });
+    const lines: string[] = [];
+    for (const r of ordered) {
+      const cls = classById.get(r.class);
+      const conds = [`ip daddr { ${r.dstPrefixes.join(', ')} }`];
+      const m = r.class === policy.defaultClass ? undefined : cls?.match;
+      if (m?.dscp !== undefined) conds.push(`ip dscp { ${m.dscp.join(', ')} }`);
+      if (m?.protocol !== undefined) {
+        conds.push(`meta l4proto ${m.protocol}`);
+        if (m.ports !== undefined) conds.push(`${m.protocol} dport { ${m.ports.join(', ')} }`);
+      } else if (m?.ports !== undefined) {
+        conds.push(`th dport { ${m.ports.join(', ')} }`);
+      }
+      lines.push(`    ${conds.join(' ')} meta mark set ${hex(markOf(r.slot))} accept`);
+    }
+    const comment = `meridian:${policy.hash}:${policy.version}`;
+    return [
+      `table ip ${NFT_TABLE}`,
+      `delete table ip ${NFT_TABLE}`,
+      `table ip ${NFT_TABLE} {`,
+      `  comment "${comment}"`,
+      '  chain classify {',
+      ...lines,
+      '  }',
+      '  chain prerouting {',
+      '    type filter hook prerouting priority mangle; policy accept;',
+      '    jump classify',
+      '  }',
+      '  chain output {',
+      '    type route hook output priority mangle; policy accept;',
+      '    jump classify',
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+  }
+
+  async #checkInterfaces(policy: SitePolicy): Promise<DriverError | null> {
+    const links = await this.#json<{ ifname: string }[]>(['link', 'show']);
+    const names = new Set(links.map((l) => l.ifname));
+    const missing = policy.interfaces.map((i) => i.ifName).filter((n) => !names.has(n));
+    if (missing.length === 0) return null;
+    return new DriverError(
+      'AGENT_ERR_POLICY_INVALID',
+      `policy ${policy.hash.slice(0, 12)} for site '${policy.site}' names interfaces missing here: ${missing.join(', ')}`,
+    );
+  }
+
+  async apply(policy: SitePolicy): Promise<ApplyOutcome> {
+    const problems = validatePolicy(policy);
+    const inForce = this.#current?.hash ?? null;
+    if (problems.length > 0) {
+      const text = problems.map((p) => `${p.path}: ${p.message}`).join('; ');
+      return {
+        ok: false,
+        error: new DriverError('AGENT_ERR_POLICY_INVALID', `invalid policy: ${text}`),
+        inForce,
+      };
+    }
+    try {
+      const bad = await this.#checkInterfaces(policy);
+      if (bad !== null) return { ok: false, error: bad, inForce };
+      const result = await this.#sync(policy);
+      this.#current = policy;
+      return { ok: true, hash: policy.hash, ...result };
+    } catch (err) {
+      const error =
+        err instanceof DriverError
+          ? err
+          : new DriverError('AGENT_ERR_DRIVER_APPLY', `applying policy failed: ${String(err)}`, {
+              cause: err,
+            });
+      // Put the previous policy back (or nothing, if there was none).
+      const previous = this.#current;
+      try {
+        if (previous !== null) await this.#sync(previous);
+        else await this.removeAll();
+      } catch {
+        return { ok: false, error, inForce: null };
+      }
+      return { ok: false, error, inForce };
+    }
+  }
+
+  async #sync(policy: SitePolicy): Promise<{ changes: number; removed: number }> {
+    await this.#ensureSysctls();
+    const want = this.#render(policy);
+    const [haveRules, haveRoutes] = await Promise.all([this.#readRules(), this.#readRoutes()]);
+
+    // Routes switched to backup stay there while their primary path is unchanged.
+    const onBackup = new Set<number>();
+    for (const r of policy.routes) {
+      const p = haveRules.some(
+        (x) => x.family === 4 && x.pref === primaryTable(r.slot) && x.fwmark === markOf(r.slot),
+      );
+      const b = haveRules.some(
+        (x) => x.family === 4 && x.pref === backupTable(r.slot) && x.fwmark === markOf(r.slot),
+      );
+      const prefix = r.dstPrefixes[0] ?? '';
+      const sig = haveRoutes.get(`4|${primaryTable(r.slot)}|${prefix}`);
+      if (!p && b && r.backup !== null && sig === `seg6|${r.primary.segments.join(',')}|${r.primary.outIf}`) {
+        onBackup.add(primaryTable(r.slot));
+      }
+    }
+    const ruleKey = (r: RuleSpec): string => `${r.family}|${r.pref}|${r.fwmark ?? '-'}|${r.table}`;
+    const wantRules = want.rules.filter((r) => !onBackup.has(r.pref));
+    const wantRuleKeys = new Set(wantRules.map(ruleKey));
+    const haveRuleKeys = new Set<string>();
+    const ruleSpec = (r: RuleSpec): string =>
+      `pref ${r.pref}${r.fwmark !== null ? ` fwmark ${hex(r.fwmark)}` : ''} table ${r.table}`;
+
+    const addRoutes: string[] = [];
+    const wantRouteKeys = new Set<string>();
+    for (const r of want.routes) {
+      const key = `${r.family}|${r.table}|${normDst(r.dst, r.family)}`;
+      wantRouteKeys.add(key);
+      if (haveRoutes.get(key) === r.signature) continue;
+      addRoutes.push(`route replace ${r.dst} ${r.attrs} table ${r.table} proto ${ROUTE_PROTO}`);
+    }
+    const add4: string[] = [];
+    const add6: string[] = [];
+    for (const r of wantRules) {
+      if (haveRules.some((h) => ruleKey(h) === ruleKey(r))) continue;
+      (r.family === 4 ? add4 : add6).push(`rule add ${ruleSpec(r)}`);
+    }
+    const del4: string[] = [];
+    const del6: string[] = [];
+    for (const h of haveRules) {
+      const k = ruleKey(h);
+      if (wantRuleKeys.has(k) && !haveRuleKeys.has(k)) {
+        haveRuleKeys.add(k);
+        continue;
+      }
+      (h.family === 4 ? del4 : del6).push(`rule del ${ruleSpec(h)}`);
+    }
+    const delRoutes: string[] = [];
+    for (const key of haveRoutes.keys()) {
+      if (wantRouteKeys.has(key)) continue;
+      const [, table, dst] = key.split('|');
+      delRoutes.push(`route del ${dst ?? ''} table ${table ?? ''} proto ${ROUTE_PROTO}`);
+    }
+
+    // Order: new forwarding state first, then the rules pointing at it, then the classifier
+    // (atomic swap), then what is no longer referenced.
+    const tunsrc = [`sr tunsrc set ${policy.tunnelSource}`];
+    await this.#batch(null, [...tunsrc, ...addRoutes]);
+    await this.#batch(4, add4);
+    await this.#batch(6, add6);
+    const comment = await this.#readNftComment();
+    let nftChanged = 0;
+    if (comment !== `meridian:${policy.hash}:${policy.version}`) {
+      const r = await this.#nftCmd(['-f', '-'], this.#renderNft(policy));
+      if (r.code !== 0) {
+        throw new DriverError('AGENT_ERR_DRIVER_APPLY', 'nft refused the classifier', {
+          detail: r.stderr.trim(),
+        });
+      }
+      nftChanged = 1;
+    }
+    await this.#batch(4, del4);
+    await this.#batch(6, del6);
+    await this.#batch(null, delRoutes);
+    return {
+      changes:
+        addRoutes.length +
+        add4.length +
+        add6.length +
+        nftChanged +
+        del4.length +
+        del6.length +
+        delRoutes.length,
+      removed: del4.length + del6.length + delRoutes.length,
+    };
+  }
+
+  async #ensureSysctls(): Promise<void> {
+    const settings = [
+      'net.ipv4.ip_forward=1',
+      'net.ipv6.conf.all.forwarding=1',
+      'net.ipv6.conf.all.seg6_enabled=1',
+      'net.ipv6.conf.default.seg6_enabled=1',
+    ];
+    const args = ['-q', '-w', ...settings];
+    const r =
+      this.#netns === undefined
+        ? await run('sysctl', args)
+        : await run(this.#ip, ['netns', 'exec', this.#netns, 'sysctl', ...args]);
+    if (r.code !== 0) {
+      throw new DriverError('AGENT_ERR_DRIVER_APPLY', 'cannot enable forwarding and SRv6', {
+        detail: r.stderr.trim(),
+      });
+    }
+  }
+
+  #route(key: string): PolicyRoute | DriverError {
+    const r = this.#current?.routes.find((x) => routeKey(x) === key);
+    if (r === undefined)
+      return new DriverError('AGENT_ERR_NO_ROUTE', `no route '${key}' in the applied policy`);
+    return r;
+  }
+
+  async activateBackup(key: string): Promise<RerouteOutcome> {
+    const r = this.#route(key);
+    if (r instanceof DriverError) return { ok: false, error: r };
+    if (r.backup === null) {
+      return {
+        ok: false,
+        error: new DriverError('AGENT_ERR_NO_BACKUP', `route '${key}' has no backup path`),
+      };
+    }
+    const spec = `pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`;
+    // IPv4 first: that rule picks the encapsulation, so traffic moves with this one operation.
+    const v4 = await this.#ipCmd(['-4', 'rule', 'del', ...spec.split(' ')]);
+    const v6 = await this.#ipCmd(['-6', 'rule', 'del', ...spec.split(' ')]);
+    const gone = (x: ExecResult): boolean => x.code === 0 || /No such file|not exist/i.test(x.stderr);
+    if (!gone(v4) || !gone(v6)) {
+      return {
+        ok: false,
+        error: new DriverError('AGENT_ERR_DRIVER_APPLY', `cannot switch '${key}' to backup`, {
+          detail: `${v4.stderr}${v6.stderr}`.trim(),
+        }),
+      };
+    }
+    return { ok: true, changed: v4.code === 0 };
+  }
+
+  async activatePrimary(key: string): Promise<RerouteOutcome> {
+    const r = this.#route(key);
+    if (r instanceof DriverError) return { ok: false, error: r };
+    const rules = await this.#readRules();
+    const present = rules.filter((x) => x.pref === primaryTable(r.slot) && x.fwmark === markOf(r.slot));
+    const add = (fam: Family): string[] =>
+      present.some((x) => x.family === fam)
+        ? []
+        : [
+            `rule add pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`,
+          ];
+    try {
+      // IPv6 first so the first segment resolves as soon as the IPv4 rule moves traffic.
+      await this.#batch(6, add(6));
+      await this.#batch(4, add(4));
+    } catch (err) {
+      return { ok: false, error: err as DriverError };
+    }
+    return { ok: true, changed: add(4).length + add(6).length > 0 };
+  }
+
+  async removeAll(): Promise<void> {
+    const [rules, routes] = await Promise.all([this.#readRules(), this.#readRoutes()]);
+    const ruleLine = (r: RuleSpec): string =>
+      `rule del pref ${r.pref}${r.fwmark !== null ? ` fwmark ${hex(r.fwmark)}` : ''} table ${r.table}`;
+    await this.#batch(4, rules.filter((r) => r.family === 4).map(ruleLine));
+    await this.#batch(6, rules.filter((r) => r.family === 6).map(ruleLine));
+    const dels = [...routes.keys()].map((key) => {
+      const [, table, dst] = key.split('|');
+      return `route del ${dst ?? ''} table ${table ?? ''} proto ${ROUTE_PROTO}`;
+    });
+    await this.#batch(null, dels);
+    const comment = await this.#readNftComment();
+    if (comment !== null) {
+      const r = await this.#nftCmd(['delete', 'table', 'ip', NFT_TABLE]);
+      if (r.code !== 0)
+        throw new DriverError('AGENT_ERR_DRIVER_APPLY', 'cannot delete nft table', { detail: r.stderr });
+    }
+    this.#current = null;
+  }
+
+  async close(): Promise<void> {
+    // Nothing held open: every operation is its own process.
+  }
+}
+
+/** A route from `ip -j -d route show`, reduced to what the driver compares. */
+function kernelSignature(r: Record<string, unknown>): string {
+  const dev = String(r['dev'] ?? '');
+  switch (r['encap']) {
+    case 'seg6':
+      return `seg6|${(r['segs'] as string[] | undefined)?.join(',') ?? ''}|${dev}`;
+    case 'seg6local':
+      return `${String(r['action'])}|${String(r['nh6'] ?? r['nh4'] ?? '')}|${dev}`;
+    default:
+      return `plain|${dev}`;
+  }
+}

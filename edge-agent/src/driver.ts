@@ -1,0 +1,90 @@
+/**
+ * The one interface every policy driver implements (linux: iproute2 + nftables in a network
+ * namespace; routeros: the RouterOS API). The agent's applier and fast reroute use only this.
+ */
+import type { SitePolicy } from './policy';
+
+/**
+ * Stable codes of driver failures (to be merged into the package's `errors.ts` catalog).
+ * - `AGENT_ERR_POLICY_INVALID`: the policy fails the schema, its hash, or does not fit the device
+ *   (an interface it names does not exist); nothing was changed.
+ * - `AGENT_ERR_DRIVER_APPLY`: the device refused a change; the previous policy was restored.
+ * - `AGENT_ERR_DRIVER_UNREACHABLE`: the device could not be reached or dropped the session.
+ * - `AGENT_ERR_DRIVER_STATE`: the device's current state could not be read.
+ * - `AGENT_ERR_NO_ROUTE`: fast reroute named a route the applied policy does not have.
+ * - `AGENT_ERR_NO_BACKUP`: fast reroute on a route without a backup path.
+ */
+export type DriverErrorCode =
+  | 'AGENT_ERR_POLICY_INVALID'
+  | 'AGENT_ERR_DRIVER_APPLY'
+  | 'AGENT_ERR_DRIVER_UNREACHABLE'
+  | 'AGENT_ERR_DRIVER_STATE'
+  | 'AGENT_ERR_NO_ROUTE'
+  | 'AGENT_ERR_NO_BACKUP';
+
+/** A typed driver failure; `detail` carries the device's own words (stderr, `!trap` message). */
+export class DriverError extends Error {
+  readonly code: DriverErrorCode;
+  readonly detail: string | undefined;
+  constructor(code: DriverErrorCode, message: string, options?: { detail?: string; cause?: unknown }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = 'DriverError';
+    this.code = code;
+    this.detail = options?.detail;
+  }
+}
+
+/** What `apply` did. */
+export type ApplyOutcome =
+  | {
+      readonly ok: true;
+      readonly hash: string;
+      /** Device operations issued (0 when the device already had exactly this policy). */
+      readonly changes: number;
+      /** Stale owned objects removed. */
+      readonly removed: number;
+    }
+  | {
+      readonly ok: false;
+      readonly error: DriverError;
+      /** The hash in force after the failure (the previous policy's), or null if none. */
+      readonly inForce: string | null;
+    };
+
+/** Which path a route's traffic takes right now on the device. */
+export type ActivePath = 'primary' | 'backup' | 'none';
+
+/** The owned state read back from the device. */
+export interface DriverSnapshot {
+  /** Hash of the policy the device carries (from its ownership tag), or null if none. */
+  readonly hash: string | null;
+  readonly version: number | null;
+  /** Per route slot: which path is active. */
+  readonly routes: readonly { readonly slot: number; readonly active: ActivePath }[];
+  /** Number of owned objects (rules, routes, SIDs, firewall entries). */
+  readonly objects: number;
+}
+
+export type RerouteOutcome =
+  { readonly ok: true; readonly changed: boolean } | { readonly ok: false; readonly error: DriverError };
+
+export interface PolicyDriver {
+  readonly kind: 'linux' | 'routeros';
+  /**
+   * Brings the device to exactly this policy: adds what is missing, replaces what differs, removes
+   * owned objects the policy does not have (so it also reconciles after an agent restart), touches
+   * nothing it does not own. Idempotent. Routes switched to their backup stay there while their
+   * primary path is unchanged. On failure the previous policy is put back.
+   */
+  apply(policy: SitePolicy): Promise<ApplyOutcome>;
+  /** Reads the owned state from the device. */
+  read(): Promise<DriverSnapshot>;
+  /** Fast reroute: moves a route (`class/dst`) to its pre-installed backup path. */
+  activateBackup(routeKey: string): Promise<RerouteOutcome>;
+  /** Moves a route back to its primary path. */
+  activatePrimary(routeKey: string): Promise<RerouteOutcome>;
+  /** Removes every owned object. Idempotent. */
+  removeAll(): Promise<void>;
+  /** Releases connections; the device keeps its state. */
+  close(): Promise<void>;
+}
