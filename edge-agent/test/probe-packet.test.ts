@@ -1,0 +1,101 @@
+import t from 'tap';
+import pino from 'pino';
+import {
+  PROBE_HEADER_BYTES,
+  encodeProbeRequest,
+  parseProbe,
+  probeRttMs,
+  stampReply,
+} from '../src/probe-packet';
+import { ProbeReflector } from '../src/probe-reflector';
+import { sendRaw, until } from './udp-fixtures';
+
+const log = pino({ level: 'silent' });
+
+t.test('request round-trips and a stamped reply gives RTT without hold time', (t) => {
+  const t1 = 1_700_000_000_123_456;
+  const buf = encodeProbeRequest({ senderId: 0xdeadbeef, sessionId: 7, seq: 0xffffffff, t1 });
+  t.equal(buf.length, PROBE_HEADER_BYTES);
+  const req = parseProbe(buf);
+  t.ok(req.ok);
+  if (!req.ok) return t.end();
+  t.same(req.packet, {
+    type: 'request',
+    senderId: 0xdeadbeef,
+    sessionId: 7,
+    seq: 0xffffffff,
+    t1,
+    t2: 0,
+    t3: 0,
+  });
+  // Reflector clock 5 s off; it holds the probe 40 ms. Path takes 3 ms each way.
+  const t2 = t1 + 5_000_000 + 3000;
+  const t3 = t2 + 40_000;
+  const rep = parseProbe(stampReply(buf, t2, t3));
+  t.ok(rep.ok);
+  if (!rep.ok) return t.end();
+  t.equal(rep.packet.type, 'reply');
+  const t4 = t1 + 3000 + 40_000 + 3000;
+  t.equal(probeRttMs(rep.packet, t4), 6);
+  t.end();
+});
+
+t.test('padding is kept and oversize / undersize are refused', (t) => {
+  const buf = encodeProbeRequest({ senderId: 1, sessionId: 1, seq: 1, t1: 1 }, 200);
+  t.equal(buf.length, 200);
+  t.ok(parseProbe(buf).ok);
+  t.same(parseProbe(buf.subarray(0, 47)), { ok: false, reason: 'short' });
+  t.same(parseProbe(Buffer.alloc(2000)), { ok: false, reason: 'long' });
+  const badMagic = Buffer.from(buf);
+  badMagic.writeUInt32BE(0x12345678, 0);
+  t.same(parseProbe(badMagic), { ok: false, reason: 'magic' });
+  const badVersion = Buffer.from(buf);
+  badVersion.writeUInt8(9, 4);
+  t.same(parseProbe(badVersion), { ok: false, reason: 'version' });
+  const badType = Buffer.from(buf);
+  badType.writeUInt8(3, 5);
+  t.same(parseProbe(badType), { ok: false, reason: 'type' });
+  t.end();
+});
+
+t.test('fuzz: random bytes and mutated probes never throw', (t) => {
+  const valid = encodeProbeRequest({ senderId: 9, sessionId: 9, seq: 9, t1: 9 });
+  let parsed = 0;
+  let odd = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let bytes: Buffer;
+    if (i % 2 === 0) {
+      bytes = Buffer.alloc(Math.floor(Math.random() * 120));
+      for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(Math.random() * 256);
+    } else {
+      bytes = Buffer.from(valid);
+      const flips = 1 + Math.floor(Math.random() * 4);
+      for (let k = 0; k < flips; k++)
+        bytes[Math.floor(Math.random() * bytes.length)] = Math.floor(Math.random() * 256);
+      if (Math.random() < 0.2) bytes = bytes.subarray(0, Math.floor(Math.random() * bytes.length));
+    }
+    const r = parseProbe(bytes);
+    if (r.ok) {
+      parsed++;
+      if (!Number.isInteger(r.packet.seq) || !(r.packet.t1 >= 0)) odd++;
+    }
+  }
+  t.equal(odd, 0, 'parsed fields are plain non-negative integers');
+  t.ok(parsed > 0, 'mutations outside the header fields still parse');
+  t.end();
+});
+
+t.test('reflector answers requests and counts malformed and foreign packets', async (t) => {
+  const refl = new ProbeReflector({ log });
+  const { port } = await refl.start();
+  t.teardown(() => refl.stop());
+  t.ok(port > 0, 'port 0 picked a free port');
+  await sendRaw(port, Buffer.from('hello, not a probe'));
+  await sendRaw(port, Buffer.alloc(0));
+  await sendRaw(port, Buffer.alloc(60, 0xff));
+  const reply = stampReply(encodeProbeRequest({ senderId: 1, sessionId: 2, seq: 3, t1: 4 }), 5, 6);
+  await sendRaw(port, reply);
+  t.ok(await until(() => refl.counters().malformed === 3 && refl.counters().foreign === 1));
+  t.same(refl.counters(), { reflected: 0, malformed: 3, foreign: 1, sendErrors: 0 });
+  t.notOk(refl.closed);
+});
