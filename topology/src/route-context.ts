@@ -1,0 +1,337 @@
+/**
+ * The route of one (class, src, dst) under one network state, with the caches that make computing
+ * thousands of them cheap: shortest-path trees per (usable link set, metric, destination), and
+ * unconstrained best paths shared by the classes that see the same links with the same objective.
+ *
+ * Rules (the contract of issue 2 §3, and the choices it leaves to us):
+ * - `ok`: the primary is the first feasible path in the order of `comparePaths`. The backup is the
+ *   first feasible path sharing no link with the primary; if there is none, the feasible path other
+ *   than the primary with the fewest links shared with it (ties in the same order); else `null`.
+ * - `degraded` (some path of up links, none feasible): the primary is the best-effort path, the path
+ *   of up links (utilisation over `maxUtilPct` allowed) with the smallest violation (`slaViolation`:
+ *   the summed relative excesses over the latency, jitter and loss bounds plus the relative excess
+ *   of every over-utilised link), ties in the order of `comparePaths`. The backup is the path of up
+ *   links other than the primary with the fewest links shared with it, then the smallest violation,
+ *   then the same order; `null` when the primary is the only path.
+ * - `unreachable` (no path of up links): primary and backup `null`.
+ */
+import { lossWithin, pathFromLinks, toUnits, utilExcess, utilWithin } from './path-metrics';
+import { aStar, branchAndBound, walkTree, type SlaBounds } from './path-search';
+import { RouteGraph, shortestTree, type Tree, type Weights } from './route-graph';
+import type { NetworkState, Objective, Path, RouteStatus, Topology, TrafficClass } from './types';
+
+/** A route as link-index lists (internal form). */
+export interface RawRoute {
+  readonly status: RouteStatus;
+  readonly primary: readonly number[] | null;
+  readonly backup: readonly number[] | null;
+}
+
+/** The links a class may use: up, and utilisation within its `maxUtilPct`. */
+export interface UsableSet {
+  /** Small integer naming the set: classes with equal sets share trees and candidates. */
+  readonly id: number;
+  readonly allowed: Uint8Array;
+}
+
+type TreeKind = Objective | 'lat' | 'jit' | 'loss';
+const KIND_INDEX: Record<TreeKind, number> = { latency: 0, cost: 1, hops: 2, lat: 3, jit: 4, loss: 5 };
+
+export class RouteContext {
+  readonly topology: Topology;
+  readonly state: NetworkState | undefined;
+  readonly graph: RouteGraph;
+  readonly #weights = new Map<TreeKind, Weights>();
+  readonly #usableByKey = new Map<string, UsableSet>();
+  readonly #usableByClass = new Map<string, UsableSet>();
+  readonly #upSet: UsableSet;
+  readonly #trees = new Map<number, Tree>();
+  readonly #primaryCandidates = new Map<number, readonly number[] | null>();
+  readonly #backupCandidates = new Map<number, readonly number[] | null>();
+  readonly #utilExcess = new Map<string, Float64Array>();
+
+  constructor(topology: Topology, state?: NetworkState) {
+    this.topology = topology;
+    this.state = state;
+    this.graph = new RouteGraph(topology, state);
+    this.#upSet = { id: 0, allowed: this.graph.up };
+    this.#usableByKey.set('', this.#upSet);
+  }
+
+  /** Weights of a lexicographic metric: objectives rank (objective, hops, latency). */
+  weights(kind: TreeKind): Weights {
+    let w = this.#weights.get(kind);
+    if (w === undefined) {
+      const g = this.graph;
+      switch (kind) {
+        case 'latency':
+          w = { w1: g.lat, w2: g.ones, w3: g.lat };
+          break;
+        case 'cost':
+          w = { w1: g.cost, w2: g.ones, w3: g.lat };
+          break;
+        case 'hops':
+          w = { w1: g.ones, w2: g.ones, w3: g.lat };
+          break;
+        case 'lat':
+          w = { w1: g.lat, w2: g.zeros, w3: g.zeros };
+          break;
+        case 'jit':
+          w = { w1: g.jit, w2: g.zeros, w3: g.zeros };
+          break;
+        case 'loss':
+          w = { w1: g.lossLog, w2: g.zeros, w3: g.zeros };
+          break;
+        default: {
+          const never: never = kind;
+          throw new Error(`unknown tree kind ${String(never)}`);
+        }
+      }
+      this.#weights.set(kind, w);
+    }
+    return w;
+  }
+
+  /** All up links (the set best-effort paths use). */
+  get upSet(): UsableSet {
+    return this.#upSet;
+  }
+
+  /** The links `cls` may use. */
+  usable(cls: TrafficClass): UsableSet {
+    let set = this.#usableByClass.get(cls.id);
+    if (set === undefined) {
+      const g = this.graph;
+      const over: number[] = [];
+      for (let e = 0; e < g.m; e++)
+        if (g.up[e] === 1 && !utilWithin(g.util[e]!, cls.maxUtilPct)) over.push(e);
+      const key = over.join(',');
+      set = this.#usableByKey.get(key);
+      if (set === undefined) {
+        const allowed = g.up.slice();
+        for (const e of over) allowed[e] = 0;
+        set = { id: this.#usableByKey.size, allowed };
+        this.#usableByKey.set(key, set);
+      }
+      this.#usableByClass.set(cls.id, set);
+    }
+    return set;
+  }
+
+  /** Tree of `kind` rooted at `root` over `set` (cached). */
+  tree(set: UsableSet, kind: TreeKind, root: number): Tree {
+    const key = (set.id * 6 + KIND_INDEX[kind]) * this.graph.n + root;
+    let t = this.#trees.get(key);
+    if (t === undefined) {
+      t = shortestTree(this.graph, root, set.allowed, this.weights(kind));
+      this.#trees.set(key, t);
+    }
+    return t;
+  }
+
+  slaBounds(set: UsableSet, root: number): SlaBounds {
+    return {
+      lat: this.tree(set, 'lat', root).d1,
+      jit: this.tree(set, 'jit', root).d1,
+      loss: this.tree(set, 'loss', root).d1,
+    };
+  }
+
+  #utilExcessOf(cls: TrafficClass): Float64Array {
+    let ex = this.#utilExcess.get(cls.id);
+    if (ex === undefined) {
+      const g = this.graph;
+      ex = new Float64Array(g.m);
+      for (let e = 0; e < g.m; e++) ex[e] = utilExcess(g.util[e]!, cls.maxUtilPct);
+      this.#utilExcess.set(cls.id, ex);
+    }
+    return ex;
+  }
+
+  /** True when the links (all usable by the class) meet its SLA. */
+  meetsSla(links: readonly number[], cls: TrafficClass): boolean {
+    const g = this.graph;
+    let lat = 0;
+    let jit = 0;
+    let keep = 1;
+    for (const e of links) {
+      lat += g.lat[e]!;
+      jit += g.jit[e]!;
+      keep *= 1 - g.lossPct[e]! / 100;
+    }
+    return (
+      lat <= toUnits(cls.sla.maxLatencyMs) &&
+      jit <= toUnits(cls.sla.maxJitterMs) &&
+      lossWithin(100 * (1 - keep), cls.sla.maxLossPct)
+    );
+  }
+
+  /** True when every link is up and usable by the class and the SLA is met. */
+  isFeasible(links: readonly number[], cls: TrafficClass): boolean {
+    const allowed = this.usable(cls).allowed;
+    for (const e of links) if (allowed[e] === 0) return false;
+    return this.meetsSla(links, cls);
+  }
+
+  /** The route of one (class, src, dst) by site index. */
+  route(cls: TrafficClass, src: number, dst: number): RawRoute {
+    const g = this.graph;
+    if (g.component[src] !== g.component[dst]) return { status: 'unreachable', primary: null, backup: null };
+    const set = this.usable(cls);
+    const w = this.weights(cls.objective);
+    const bound = this.tree(set, cls.objective, dst);
+    if (bound.d1[src] !== Infinity) {
+      const key = ((set.id * 3 + KIND_INDEX[cls.objective]) * g.n + src) * g.n + dst;
+      let cand = this.#primaryCandidates.get(key);
+      if (cand === undefined) {
+        cand = walkTree(g, bound, src, dst, set.allowed, w);
+        this.#primaryCandidates.set(key, cand);
+      }
+      if (cand !== null && this.meetsSla(cand, cls)) {
+        let b = this.#backupCandidates.get(key);
+        if (b === undefined) {
+          b = aStar(g, src, dst, set.allowed, cand, w, bound);
+          this.#backupCandidates.set(key, b);
+        }
+        return { status: 'ok', primary: cand, backup: this.#feasibleBackup(cls, src, dst, cand, b) };
+      }
+      const primary = branchAndBound(g, {
+        src,
+        dst,
+        allowed: set.allowed,
+        weights: w,
+        bound,
+        slaBounds: this.slaBounds(set, dst),
+        sla: cls.sla,
+        mode: 'feasible',
+      });
+      if (primary !== null) {
+        const b = aStar(g, src, dst, set.allowed, primary, w, bound);
+        return { status: 'ok', primary, backup: this.#feasibleBackup(cls, src, dst, primary, b) };
+      }
+    }
+    const primary = this.#bestEffort(cls, src, dst);
+    if (primary === null) throw new Error('route: connected sites without a best-effort path');
+    return { status: 'degraded', primary, backup: this.bestEffortBackup(cls, src, dst, primary) };
+  }
+
+  /**
+   * The backup of a feasible primary. `disjoint` is the best path avoiding the primary's links
+   * regardless of the SLA (from `aStar`), or `null` when no such path exists.
+   */
+  #feasibleBackup(
+    cls: TrafficClass,
+    src: number,
+    dst: number,
+    primary: readonly number[],
+    disjoint: readonly number[] | null,
+  ): readonly number[] | null {
+    if (disjoint !== null && this.meetsSla(disjoint, cls)) return disjoint;
+    return this.feasibleBackup(cls, src, dst, primary, disjoint === null);
+  }
+
+  /** The backup rule for a feasible primary, by search (also used for primaries held by hysteresis). */
+  feasibleBackup(
+    cls: TrafficClass,
+    src: number,
+    dst: number,
+    primary: readonly number[],
+    noDisjointPath = false,
+  ): readonly number[] | null {
+    const g = this.graph;
+    const set = this.usable(cls);
+    const w = this.weights(cls.objective);
+    const bound = this.tree(set, cls.objective, dst);
+    const slaBounds = this.slaBounds(set, dst);
+    if (!noDisjointPath) {
+      const without = set.allowed.slice();
+      for (const e of primary) without[e] = 0;
+      const disjoint = branchAndBound(g, {
+        src,
+        dst,
+        allowed: without,
+        weights: w,
+        bound,
+        slaBounds,
+        sla: cls.sla,
+        mode: 'feasible',
+      });
+      if (disjoint !== null) return disjoint;
+    }
+    const penalty = new Uint8Array(g.m);
+    for (const e of primary) penalty[e] = 1;
+    return branchAndBound(g, {
+      src,
+      dst,
+      allowed: set.allowed,
+      weights: w,
+      bound,
+      slaBounds,
+      sla: cls.sla,
+      mode: 'feasible',
+      penalty,
+      forbid: primary,
+    });
+  }
+
+  #bestEffort(cls: TrafficClass, src: number, dst: number): readonly number[] | null {
+    const up = this.#upSet;
+    return branchAndBound(this.graph, {
+      src,
+      dst,
+      allowed: up.allowed,
+      weights: this.weights(cls.objective),
+      bound: this.tree(up, cls.objective, dst),
+      slaBounds: this.slaBounds(up, dst),
+      sla: cls.sla,
+      mode: 'best-effort',
+      utilExcess: this.#utilExcessOf(cls),
+    });
+  }
+
+  /** The backup rule for a best-effort primary. */
+  bestEffortBackup(
+    cls: TrafficClass,
+    src: number,
+    dst: number,
+    primary: readonly number[],
+  ): readonly number[] | null {
+    const up = this.#upSet;
+    const penalty = new Uint8Array(this.graph.m);
+    for (const e of primary) penalty[e] = 1;
+    return branchAndBound(this.graph, {
+      src,
+      dst,
+      allowed: up.allowed,
+      weights: this.weights(cls.objective),
+      bound: this.tree(up, cls.objective, dst),
+      slaBounds: this.slaBounds(up, dst),
+      sla: cls.sla,
+      mode: 'best-effort',
+      utilExcess: this.#utilExcessOf(cls),
+      penalty,
+      forbid: primary,
+    });
+  }
+
+  /** A path (link indices from `src`) in its public form. */
+  toPath(src: number, links: readonly number[]): Path {
+    const g = this.graph;
+    return pathFromLinks(
+      g.siteIds[src]!,
+      links.map((e) => g.linkIds[e]!),
+      g.effective,
+    );
+  }
+
+  /** Link indices of a public path, or `null` when a link is unknown or down. */
+  linksOf(path: Path): number[] | null {
+    const out: number[] = [];
+    for (const id of path.links) {
+      const e = this.graph.linkIndex.get(id);
+      if (e === undefined || this.graph.up[e] === 0) return null;
+      out.push(e);
+    }
+    return out;
+  }
+}

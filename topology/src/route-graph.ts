@@ -1,0 +1,280 @@
+/**
+ * The compiled routing graph: a topology under one network state turned into typed arrays (sites and
+ * links by index, integer metrics, adjacency of up links), plus the shortest-path trees that the
+ * searches use as exact distances and lower bounds. Everything here is internal to the route engine.
+ */
+import { effectiveLinks, toUnits, type EffectiveLink } from './path-metrics';
+import type { NetworkState, Topology } from './types';
+
+/** Per-link weights of a lexicographic triple metric. */
+export interface Weights {
+  readonly w1: Float64Array;
+  readonly w2: Float64Array;
+  readonly w3: Float64Array;
+}
+
+/** Distances (lexicographic triples) from every site to the tree's root; `Infinity` when cut off. */
+export interface Tree {
+  readonly d1: Float64Array;
+  readonly d2: Float64Array;
+  readonly d3: Float64Array;
+}
+
+export class RouteGraph {
+  readonly n: number;
+  readonly m: number;
+  readonly siteIds: readonly string[];
+  readonly siteIndex: ReadonlyMap<string, number>;
+  /** Rank of each site id in string order: lexicographic comparisons of paths use ranks. */
+  readonly siteRank: Int32Array;
+  readonly linkIds: readonly string[];
+  readonly linkIndex: ReadonlyMap<string, number>;
+  readonly linkRank: Int32Array;
+  readonly la: Int32Array;
+  readonly lb: Int32Array;
+  readonly up: Uint8Array;
+  /** Latency, jitter and cost in integer units (see METRIC_SCALE). */
+  readonly lat: Float64Array;
+  readonly jit: Float64Array;
+  readonly cost: Float64Array;
+  readonly lossPct: Float64Array;
+  /** `−ln(1 − loss/100)`: additive, so shortest-path trees bound the loss of any completion. */
+  readonly lossLog: Float64Array;
+  readonly util: Float64Array;
+  readonly ones: Float64Array;
+  readonly zeros: Float64Array;
+  /** CSR adjacency over up links, each site's arcs sorted by (neighbour rank, link rank). */
+  readonly adjStart: Int32Array;
+  readonly adjLink: Int32Array;
+  readonly adjNbr: Int32Array;
+  /** Connected component of each site over up links. */
+  readonly component: Int32Array;
+  readonly effective: ReadonlyMap<string, EffectiveLink>;
+
+  constructor(topology: Topology, state?: NetworkState) {
+    const n = topology.sites.length;
+    const m = topology.links.length;
+    this.n = n;
+    this.m = m;
+    this.siteIds = topology.sites.map((s) => s.id);
+    this.siteIndex = new Map(this.siteIds.map((id, i) => [id, i]));
+    this.siteRank = ranks(this.siteIds);
+    this.linkIds = topology.links.map((l) => l.id);
+    this.linkIndex = new Map(this.linkIds.map((id, i) => [id, i]));
+    this.linkRank = ranks(this.linkIds);
+    this.effective = effectiveLinks(topology, state);
+    this.la = new Int32Array(m);
+    this.lb = new Int32Array(m);
+    this.up = new Uint8Array(m);
+    this.lat = new Float64Array(m);
+    this.jit = new Float64Array(m);
+    this.cost = new Float64Array(m);
+    this.lossPct = new Float64Array(m);
+    this.lossLog = new Float64Array(m);
+    this.util = new Float64Array(m);
+    this.ones = new Float64Array(m).fill(1);
+    this.zeros = new Float64Array(m);
+    const degree = new Int32Array(n + 1);
+    topology.links.forEach((link, i) => {
+      const e = this.effective.get(link.id)!;
+      const a = this.siteIndex.get(link.a);
+      const b = this.siteIndex.get(link.b);
+      if (a === undefined || b === undefined) throw new Error(`link ${link.id} names an unknown site`);
+      this.la[i] = a;
+      this.lb[i] = b;
+      this.up[i] = e.up ? 1 : 0;
+      this.lat[i] = toUnits(e.latencyMs);
+      this.jit[i] = toUnits(e.jitterMs);
+      this.cost[i] = toUnits(e.cost);
+      this.lossPct[i] = e.lossPct;
+      this.lossLog[i] = -Math.log1p(-Math.min(100, Math.max(0, e.lossPct)) / 100);
+      this.util[i] = e.utilPct;
+      if (e.up) {
+        degree[a]! += 1;
+        degree[b]! += 1;
+      }
+    });
+    this.adjStart = new Int32Array(n + 1);
+    for (let v = 0; v < n; v++) this.adjStart[v + 1] = this.adjStart[v]! + degree[v]!;
+    const arcs: [number, number][][] = Array.from({ length: n }, () => []);
+    for (let i = 0; i < m; i++) {
+      if (this.up[i] === 0) continue;
+      arcs[this.la[i]!]!.push([i, this.lb[i]!]);
+      arcs[this.lb[i]!]!.push([i, this.la[i]!]);
+    }
+    const total = this.adjStart[n]!;
+    this.adjLink = new Int32Array(total);
+    this.adjNbr = new Int32Array(total);
+    for (let v = 0; v < n; v++) {
+      const list = arcs[v]!;
+      list.sort(
+        (x, y) => this.siteRank[x[1]]! - this.siteRank[y[1]]! || this.linkRank[x[0]]! - this.linkRank[y[0]]!,
+      );
+      let k = this.adjStart[v]!;
+      for (const [e, w] of list) {
+        this.adjLink[k] = e;
+        this.adjNbr[k] = w;
+        k++;
+      }
+    }
+    this.component = new Int32Array(n).fill(-1);
+    const stack: number[] = [];
+    for (let s = 0; s < n; s++) {
+      if (this.component[s] !== -1) continue;
+      this.component[s] = s;
+      stack.push(s);
+      while (stack.length > 0) {
+        const u = stack.pop()!;
+        for (let k = this.adjStart[u]!; k < this.adjStart[u + 1]!; k++) {
+          const v = this.adjNbr[k]!;
+          if (this.component[v] === -1) {
+            this.component[v] = s;
+            stack.push(v);
+          }
+        }
+      }
+    }
+  }
+
+  /** The other end of link `e` seen from site `u`. */
+  other(e: number, u: number): number {
+    return this.la[e] === u ? this.lb[e]! : this.la[e]!;
+  }
+}
+
+function ranks(ids: readonly string[]): Int32Array {
+  const order = ids.map((_, i) => i).sort((x, y) => (ids[x]! < ids[y]! ? -1 : ids[x]! > ids[y]! ? 1 : 0));
+  const rank = new Int32Array(ids.length);
+  order.forEach((i, r) => (rank[i] = r));
+  return rank;
+}
+
+/** A binary min-heap of site indices with decrease-key, ordered by a caller-supplied `less`. */
+export class SiteHeap {
+  readonly #heap: Int32Array;
+  readonly #pos: Int32Array;
+  #size = 0;
+  readonly #less: (a: number, b: number) => boolean;
+
+  constructor(n: number, less: (a: number, b: number) => boolean) {
+    this.#heap = new Int32Array(n);
+    this.#pos = new Int32Array(n).fill(-1);
+    this.#less = less;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Inserts `v`, or restores the heap after `v`'s key decreased. */
+  push(v: number): void {
+    let i = this.#pos[v]!;
+    if (i < 0) {
+      i = this.#size++;
+      this.#heap[i] = v;
+      this.#pos[v] = i;
+    }
+    this.#up(i);
+  }
+
+  pop(): number {
+    const h = this.#heap;
+    const top = h[0]!;
+    this.#pos[top] = -2;
+    const last = h[--this.#size]!;
+    if (this.#size > 0) {
+      h[0] = last;
+      this.#pos[last] = 0;
+      this.#down(0);
+    }
+    return top;
+  }
+
+  #up(i: number): void {
+    const h = this.#heap;
+    const v = h[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const pv = h[p]!;
+      if (!this.#less(v, pv)) break;
+      h[i] = pv;
+      this.#pos[pv] = i;
+      i = p;
+    }
+    h[i] = v;
+    this.#pos[v] = i;
+  }
+
+  #down(i: number): void {
+    const h = this.#heap;
+    const n = this.#size;
+    const v = h[i]!;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && this.#less(h[c + 1]!, h[c]!)) c++;
+      const cv = h[c]!;
+      if (!this.#less(cv, v)) break;
+      h[i] = cv;
+      this.#pos[cv] = i;
+      i = c;
+    }
+    h[i] = v;
+    this.#pos[v] = i;
+  }
+}
+
+/**
+ * Dijkstra from `root` over the links with `allowed[e] = 1`, minimising the lexicographic triple
+ * `(w1, w2, w3)`. Links are undirected with symmetric metrics, so the tree gives the distance from
+ * every site to `root` as well as from `root`.
+ */
+export function shortestTree(g: RouteGraph, root: number, allowed: Uint8Array, w: Weights): Tree {
+  const n = g.n;
+  const d1 = new Float64Array(n).fill(Infinity);
+  const d2 = new Float64Array(n).fill(Infinity);
+  const d3 = new Float64Array(n).fill(Infinity);
+  const done = new Uint8Array(n);
+  const heap = new SiteHeap(n, (a, b) => {
+    const x = d1[a]!;
+    const y = d1[b]!;
+    if (x !== y) return x < y;
+    const x2 = d2[a]!;
+    const y2 = d2[b]!;
+    if (x2 !== y2) return x2 < y2;
+    return d3[a]! < d3[b]!;
+  });
+  d1[root] = 0;
+  d2[root] = 0;
+  d3[root] = 0;
+  heap.push(root);
+  const { w1, w2, w3 } = w;
+  const { adjStart, adjLink, adjNbr } = g;
+  while (heap.size > 0) {
+    const u = heap.pop();
+    done[u] = 1;
+    const u1 = d1[u]!;
+    const u2 = d2[u]!;
+    const u3 = d3[u]!;
+    for (let k = adjStart[u]!, end = adjStart[u + 1]!; k < end; k++) {
+      const e = adjLink[k]!;
+      if (allowed[e] === 0) continue;
+      const v = adjNbr[k]!;
+      if (done[v] === 1) continue;
+      const n1 = u1 + w1[e]!;
+      const v1 = d1[v]!;
+      if (n1 > v1) continue;
+      const n2 = u2 + w2[e]!;
+      const n3 = u3 + w3[e]!;
+      if (n1 === v1) {
+        const v2 = d2[v]!;
+        if (n2 > v2 || (n2 === v2 && n3 >= d3[v]!)) continue;
+      }
+      d1[v] = n1;
+      d2[v] = n2;
+      d3[v] = n3;
+      heap.push(v);
+    }
+  }
+  return { d1, d2, d3 };
+}
