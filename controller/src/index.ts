@@ -1,2 +1,25 @@
+/**
+ * @meridian/controller: the Meridian controller service. What it offers:
+ * - `Controller` (controller.ts): the service composed of everything below, start()/stop(), events.
+ * - `AgentGateway`: the agents' gRPC stream; `LinkEstimator`: link state from probe samples;
+ *   state stores (Redis / embedded), history writers (InfluxDB / embedded), the HTTP API.
+ * - The gRPC contract: `PROTO_DIR`, `loadMeridianProto()`, `PROTO_LOADER_OPTIONS` and message types.
+ * - The error catalog (`ControllerError`, `CTRL_ERR_*`, `statusOf()`).
+ * - `commands.controller`: `meridian controller`.
+ */
+export * from './errors';
+export * from './proto';
+export * from './probe-plan';
+export * from './agent-messages';
+export * from './agent-gateway';
+export * from './link-estimator';
+export * from './state-store';
+export * from './state-store-redis';
+export * from './history-writer';
+export * from './history-writer-influx';
+export * from './http-server';
+export * from './controller';
+export * from './policy-compiler';
+
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
 export const commands: Record<string, (argv: string[]) => Promise<number>> = {};

@@ -35,7 +35,10 @@ export interface LinkAddressing {
   readonly sidB: string;
 }
 
-/** Where every site and link lives in address space; the lab builds exactly this plan. */
+/**
+ * Where every site and link lives in address space. The lab's plan is `defaultAddressingPlan()`
+ * of @meridian/ops (the lab builds exactly it); production plans come from the site inventory.
+ */
 export interface AddressingPlan {
   readonly sites: Readonly<Record<string, SiteAddressing>>;
   readonly links: Readonly<Record<string, LinkAddressing>>;
@@ -89,63 +92,6 @@ export interface CompiledPath {
 
 const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-function intToIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => (Math.floor(n / 2 ** s) % 256).toString()).join('.');
-}
-
-/** The first usable address of a prefix (the address itself for a /31 or /32). */
-export function hostAddressOf(prefix: string): string {
-  const [addr = '', lenText = '32'] = prefix.split('/');
-  const len = Number(lenText);
-  const base = ipv4ToInt(addr);
-  return intToIpv4(len >= 31 ? base : base + 1);
-}
-
-/**
- * The default plan: site i (sites sorted by id) gets locator `fc00:0:<i+1>::/64`; link k (links
- * sorted by id) gets `172.16.0.0/12` /30 number k and `fd00:0:0:<k+1>::/64`, interface `ml<k>` at
- * both ends. Deterministic for a topology, so the lab and the controller agree without talking.
- */
-export function defaultAddressingPlan(topology: Topology): AddressingPlan {
-  const sites: Record<string, SiteAddressing> = {};
-  [...topology.sites].sort(byId).forEach((s, i) => {
-    const loc = `fc00:0:${(i + 1).toString(16)}`;
-    const first = s.prefixes[0];
-    if (first === undefined) throw new Error(`site '${s.id}' has no prefix`);
-    sites[s.id] = {
-      index: i,
-      locator: `${loc}::/64`,
-      tunnelSource: `${loc}::1`,
-      dx4Sid: `${loc}::d4`,
-      hostAddress: hostAddressOf(first),
-    };
-  });
-  const links: Record<string, LinkAddressing> = {};
-  [...topology.links].sort(byId).forEach((l, k) => {
-    const base = ipv4ToInt('172.16.0.0') + 4 * k;
-    const v6 = `fd00:0:0:${(k + 1).toString(16)}`;
-    const sa = sites[l.a];
-    const sb = sites[l.b];
-    if (sa === undefined || sb === undefined) throw new Error(`link '${l.id}' joins an unknown site`);
-    const x = (k + 1).toString(16);
-    links[l.id] = {
-      index: k,
-      ifA: `ml${k}`,
-      ifB: `ml${k}`,
-      a4: intToIpv4(base + 1),
-      b4: intToIpv4(base + 2),
-      a6: `${v6}::1`,
-      b6: `${v6}::2`,
-      sidA: `${sa.locator.replace('::/64', '')}::1:${x}`,
-      sidB: `${sb.locator.replace('::/64', '')}::1:${x}`,
-    };
-  });
-  return { sites, links };
-}
-
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value !== null && typeof value === 'object') {
@@ -174,10 +120,14 @@ export class PolicyCompileError extends Error {
 
 function compilePath(topology: Topology, plan: AddressingPlan, src: string, path: Path): CompiledPath {
   const linkById = new Map(topology.links.map((l) => [l.id, l]));
-  const end = (site: string, linkId: string): { sid: string; ifName: string; peer4: string; peer6: string } => {
+  const end = (
+    site: string,
+    linkId: string,
+  ): { sid: string; ifName: string; peer4: string; peer6: string } => {
     const l = linkById.get(linkId);
     const la = plan.links[linkId];
-    if (l === undefined || la === undefined) throw new PolicyCompileError(`path uses unknown link '${linkId}'`);
+    if (l === undefined || la === undefined)
+      throw new PolicyCompileError(`path uses unknown link '${linkId}'`);
     if (l.a === site) return { sid: la.sidA, ifName: la.ifA, peer4: la.b4, peer6: la.b6 };
     if (l.b === site) return { sid: la.sidB, ifName: la.ifB, peer4: la.a4, peer6: la.a6 };
     throw new PolicyCompileError(`link '${linkId}' does not touch site '${site}'`);
@@ -212,7 +162,7 @@ function compilePath(topology: Topology, plan: AddressingPlan, src: string, path
 export function compilePolicies(
   topology: Topology,
   routes: readonly Route[],
-  plan: AddressingPlan = defaultAddressingPlan(topology),
+  plan: AddressingPlan,
 ): Map<string, CompiledSitePolicy> {
   const sites = [...topology.sites].sort(byId);
   const classesSorted = [...topology.classes].sort(byId);
@@ -222,7 +172,9 @@ export function compilePolicies(
   // Match order: classes with a match by priority, then match-all classes (the first is default).
   const ordered = [...topology.classes].sort(
     (a, b) =>
-      (a.match === undefined ? 1 : 0) - (b.match === undefined ? 1 : 0) || a.priority - b.priority || byId(a, b),
+      (a.match === undefined ? 1 : 0) - (b.match === undefined ? 1 : 0) ||
+      a.priority - b.priority ||
+      byId(a, b),
   );
   const matchAll = ordered.find((c) => c.match === undefined);
   const leastImportant = [...topology.classes].sort((a, b) => b.priority - a.priority || byId(a, b))[0];
@@ -281,7 +233,9 @@ export function compilePolicies(
       }
       const slot = ci * sites.length + di + 1;
       if (slot > 4999) {
-        throw new PolicyCompileError(`route ${r.class}/${r.src}>${r.dst} needs slot ${slot}, above the 4999 reserved`);
+        throw new PolicyCompileError(
+          `route ${r.class}/${r.src}>${r.dst} needs slot ${slot}, above the 4999 reserved`,
+        );
       }
       siteRoutes.push({
         class: r.class,

@@ -4,6 +4,11 @@ export * from './service-process';
 export * from './service-redis';
 export * from './service-influx';
 export * from './service-snmpd';
+export * from './lab';
+export * from './lab-plan';
+export * from './link-emulator';
+export * from './lab-command';
+import { labCommand } from './lab-command';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
-export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
+export const commands: Record<string, (argv: string[]) => Promise<number>> = { lab: labCommand };
