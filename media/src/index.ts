@@ -23,5 +23,14 @@ export type { CodecName } from './codecs';
 export { MediaError, MEDIA_ERROR_CODES, isMediaError, grpcStatusOf, toMediaError } from './errors';
 export type { MediaErrorCode } from './errors';
 
+export { ControllerLink } from './controller-link';
+export type { ControllerLinkOptions, ControllerLinkEvents } from './controller-link';
+export { parseOrder, executeOrder, answerOrder } from './media-orders';
+export type { MediaOrder } from './media-orders';
+export { loadMediaControl, mediaProtoPath, MEDIA_PROTO_LOADER_OPTIONS } from './media-proto';
+export type * from './media-proto';
+
+import { commandMedia } from './command-media';
+
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
-export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
+export const commands: Record<string, (argv: string[]) => Promise<number>> = { media: commandMedia };

@@ -419,7 +419,7 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     return this.#serial(sessionId, async () => {
       if (this.#closed)
         throw new MediaError('MEDIA_ERR_CLOSED', `node ${this.#nodeId} is closing`, { sessionId });
-      let session = this.#sessions.get(sessionId);
+      const session = this.#sessions.get(sessionId);
       if (session === undefined) {
         if (!create) {
           throw new MediaError(

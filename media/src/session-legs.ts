@@ -85,10 +85,10 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
     this.#router = options.router;
     this.#listenIp = options.listenIp;
     this.#log = options.log.child({ session: options.sessionId });
-    this.#router.observer.on('close', () => {
+    this.#router.on('workerclose', () => {
       // The worker died (or the node closes): everything of this session is gone.
       this.#finish(
-        new MediaError('MEDIA_ERR_WORKER_DIED', `session ${this.#sessionId}: its router closed`, {
+        new MediaError('MEDIA_ERR_WORKER_DIED', `session ${this.#sessionId}: its mediasoup worker closed`, {
           sessionId: this.#sessionId,
         }),
       );

@@ -88,7 +88,12 @@ if (!bin.exists) {
     s.sender.start(s.ingress);
     await s.sink.waitFor(10);
     s.sender.stop();
+    const lost: string[] = [];
+    const onLost = (l: { sessionId: string }) => lost.push(l.sessionId);
+    nodeB.on('sessionlost', onLost);
     t.equal(await nodeB.closeSession('s-idem'), true);
+    nodeB.off('sessionlost', onLost);
+    t.same(lost, [], 'a teardown is not reported as a lost session');
     t.equal(await nodeB.closeSession('s-idem'), false, 'second teardown is a no-op');
     t.equal(await nodeA.closeSession('s-idem'), true);
   });
