@@ -1,0 +1,256 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { noDriverApplier, type PolicyApplier } from './agent-applier';
+import type { PolicyAckMsg, WelcomeMsg } from './agent-proto';
+import {
+  ControllerClient,
+  parseHostPort,
+  type BackoffOptions,
+  type ControllerClientCounters,
+} from './controller-client';
+import { AgentError } from './errors';
+import {
+  ProbeEngine,
+  type EffectivePlan,
+  type LinkProbeView,
+  type LivenessChange,
+  type ProbeEngineCounters,
+  type ProbePlan,
+  type ProbeReport,
+} from './probe-engine';
+import { ProbeReflector, type ReflectorCounters } from './probe-reflector';
+
+export interface EdgeAgentOptions {
+  /** Topology site id this agent speaks for. */
+  readonly site: string;
+  /** Controller gRPC address, HOST:PORT. */
+  readonly controller: string;
+  /** MERIDIAN_AGENT_TOKEN. */
+  readonly token: string;
+  /** Where the reflector listens; default 127.0.0.1:0 (a free port, announced in hello). */
+  readonly probeListen?: { readonly host: string; readonly port: number };
+  readonly log: Logger;
+  /** Receives policy pushes; default {@link noDriverApplier}. */
+  readonly applier?: PolicyApplier;
+  readonly backoff?: BackoffOptions;
+  /** Path of meridian.proto; default the one in @meridian/controller. */
+  readonly protoPath?: string;
+}
+
+export type EdgeAgentEvents = {
+  liveness: [LivenessChange];
+  report: [ProbeReport];
+  connected: [WelcomeMsg];
+  disconnected: [{ code: number; details: string; retryInMs: number }];
+  plan: [EffectivePlan];
+  'policy-ack': [PolicyAckMsg];
+  /** Retrying cannot help (wrong token); the agent keeps probing but no longer reconnects. */
+  fatal: [AgentError];
+};
+
+export interface EdgeAgentStats {
+  readonly connected: boolean;
+  readonly probe: ProbeEngineCounters;
+  readonly reflector: ReflectorCounters;
+  readonly client: ControllerClientCounters;
+  readonly links: LinkProbeView[];
+}
+
+function agentVersion(): string {
+  try {
+    const file = require.resolve('@meridian/edge-agent/package.json');
+    return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/**
+ * The edge agent's telemetry side: a reflector answering peers' probes, a probe engine probing
+ * the peers of the controller's plan, and the controller stream carrying reports, liveness events
+ * and policy acks. Probing goes on while the controller is unreachable (with the last plan); what
+ * was measured meanwhile is sent when the stream is back.
+ */
+export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
+  readonly #opts: EdgeAgentOptions;
+  readonly #log: Logger;
+  readonly #instanceId = randomUUID();
+  readonly #version = agentVersion();
+  readonly #applier: PolicyApplier;
+  readonly #reflector: ProbeReflector;
+  #engine: ProbeEngine | undefined;
+  #client: ControllerClient | undefined;
+  #endpoint: { host: string; port: number } | undefined;
+  #closed = false;
+
+  constructor(opts: EdgeAgentOptions) {
+    super();
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(opts.site)) {
+      throw new AgentError('AGENT_ERR_BAD_OPTION', `site id '${opts.site}' is not a topology site id`);
+    }
+    if (opts.token === '') throw new AgentError('AGENT_ERR_BAD_OPTION', 'the agent token is empty');
+    if (!parseHostPort(opts.controller)) {
+      throw new AgentError(
+        'AGENT_ERR_BAD_OPTION',
+        `controller address '${opts.controller}' is not HOST:PORT`,
+      );
+    }
+    this.#opts = opts;
+    this.#log = opts.log.child({ module: 'agent', site: opts.site });
+    this.#applier = opts.applier ?? noDriverApplier();
+    this.#reflector = new ProbeReflector({
+      host: opts.probeListen?.host ?? '127.0.0.1',
+      port: opts.probeListen?.port ?? 0,
+      log: this.#log,
+    });
+  }
+
+  get site(): string {
+    return this.#opts.site;
+  }
+
+  /** Random per process start; sent in hello so the controller tells a restart from a reconnect. */
+  get instanceId(): string {
+    return this.#instanceId;
+  }
+
+  /** The reflector's bound address (what hello announces), once started. */
+  get probeEndpoint(): { host: string; port: number } | undefined {
+    return this.#endpoint;
+  }
+
+  get connected(): boolean {
+    return this.#client?.connected ?? false;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Binds the probe port, starts the probe engine and connects to the controller. */
+  async start(): Promise<void> {
+    if (this.#engine) return;
+    this.#endpoint = await this.#reflector.start();
+    const wildcard = this.#endpoint.host === '0.0.0.0' || this.#endpoint.host === '::';
+    const engine = new ProbeEngine({ log: this.#log, bindHost: wildcard ? undefined : this.#endpoint.host });
+    try {
+      await engine.start();
+    } catch (err) {
+      await this.#reflector.stop();
+      throw err;
+    }
+    this.#engine = engine;
+    const client = new ControllerClient({
+      address: this.#opts.controller,
+      applier: this.#applier,
+      log: this.#log,
+      backoff: this.#opts.backoff,
+      protoPath: this.#opts.protoPath,
+      hello: () => {
+        const applied = this.#applier.applied();
+        const ep = this.#endpoint ?? { host: '', port: 0 };
+        return {
+          site: this.#opts.site,
+          agentVersion: this.#version,
+          token: this.#opts.token,
+          probeEndpoints: [{ host: ep.host, port: ep.port, link: '' }],
+          instanceId: this.#instanceId,
+          appliedPolicyVersion: applied.version,
+          appliedPolicyHash: applied.hash,
+        };
+      },
+    });
+    this.#client = client;
+    engine.on('liveness', (c) => {
+      client.sendEvent({
+        kind: 'liveness',
+        atMs: c.atMs,
+        link: c.link,
+        peerSite: c.peerSite,
+        up: c.up,
+        detailJson: JSON.stringify({ streak: c.streak, lastRttMs: c.lastRttMs }),
+      });
+      this.emit('liveness', c);
+    });
+    engine.on('report', (r) => {
+      client.sendReport(r);
+      this.emit('report', r);
+    });
+    client.on('plan', (plan) => this.#installPlan(plan));
+    client.on('connected', (w) => this.emit('connected', w));
+    client.on('disconnected', (d) => this.emit('disconnected', d));
+    client.on('policy-ack', (a) => this.emit('policy-ack', a));
+    client.on('fatal', (err) => this.emit('fatal', err));
+    client.start();
+    this.#log.info(
+      { controller: this.#opts.controller, probe: this.#endpoint, instance: this.#instanceId },
+      'edge agent started',
+    );
+  }
+
+  /** Installs a probe plan directly (what the controller's plan does); useful without a controller. */
+  setPlan(plan: ProbePlan): void {
+    this.#installPlan(plan);
+  }
+
+  async stop(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#client?.stop();
+    await this.#engine?.stop();
+    await this.#reflector.stop();
+    this.#log.info('edge agent stopped');
+  }
+
+  stats(): EdgeAgentStats {
+    return {
+      connected: this.connected,
+      probe: this.#engine?.counters() ?? {
+        sent: 0,
+        received: 0,
+        lost: 0,
+        reordered: 0,
+        duplicates: 0,
+        late: 0,
+        malformed: 0,
+        foreign: 0,
+        sendErrors: 0,
+      },
+      reflector: this.#reflector.counters(),
+      client: this.#client?.counters() ?? {
+        connects: 0,
+        reportsSent: 0,
+        eventsSent: 0,
+        reportsDropped: 0,
+        eventsDropped: 0,
+      },
+      links: this.#engine?.links() ?? [],
+    };
+  }
+
+  #installPlan(plan: ProbePlan): void {
+    const engine = this.#engine;
+    if (!engine) return;
+    // The plan comes from the network: drop targets we cannot probe rather than the whole plan.
+    const targets = plan.targets.filter((t) => {
+      const ok =
+        typeof t.host === 'string' &&
+        t.host !== '' &&
+        Number.isInteger(t.port) &&
+        t.port > 0 &&
+        t.port <= 65535 &&
+        typeof t.link === 'string' &&
+        t.link !== '';
+      if (!ok)
+        this.#log.warn(
+          { code: 'AGENT_ERR_BAD_PLAN', target: t },
+          'probe target ignored: bad host, port or link',
+        );
+      return ok;
+    });
+    engine.setPlan({ ...plan, targets });
+    this.emit('plan', engine.plan);
+  }
+}
