@@ -230,6 +230,31 @@ export class RouteContext {
     return this.feasibleBackup(cls, src, dst, primary, disjoint === null);
   }
 
+  /** The backup of any feasible primary (e.g. one held by hysteresis) under the `ok` rule. */
+  backupOf(
+    cls: TrafficClass,
+    src: number,
+    dst: number,
+    primary: readonly number[],
+  ): readonly number[] | null {
+    const set = this.usable(cls);
+    const w = this.weights(cls.objective);
+    const disjoint = aStar(this.graph, src, dst, set.allowed, primary, w, this.tree(set, cls.objective, dst));
+    return this.#feasibleBackup(cls, src, dst, primary, disjoint);
+  }
+
+  /** The ranking key (objective, hops, latency) of a path, in integer units. */
+  key(links: readonly number[], objective: Objective): [number, number, number] {
+    const w = this.weights(objective);
+    let k1 = 0;
+    let k3 = 0;
+    for (const e of links) {
+      k1 += w.w1[e]!;
+      k3 += w.w3[e]!;
+    }
+    return [k1, links.length, k3];
+  }
+
   /** The backup rule for a feasible primary, by search (also used for primaries held by hysteresis). */
   feasibleBackup(
     cls: TrafficClass,
@@ -324,14 +349,20 @@ export class RouteContext {
     );
   }
 
-  /** Link indices of a public path, or `null` when a link is unknown or down. */
-  linksOf(path: Path): number[] | null {
+  /** Link indices of a public path from `src` to `dst`, or `null` when it is not a simple path of the topology. */
+  linksOf(path: Path, src: number, dst: number): number[] | null {
+    const g = this.graph;
     const out: number[] = [];
+    const seen = new Set<number>([src]);
+    let at = src;
     for (const id of path.links) {
-      const e = this.graph.linkIndex.get(id);
-      if (e === undefined || this.graph.up[e] === 0) return null;
+      const e = g.linkIndex.get(id);
+      if (e === undefined || (g.la[e] !== at && g.lb[e] !== at)) return null;
+      at = g.other(e, at);
+      if (seen.has(at)) return null;
+      seen.add(at);
       out.push(e);
     }
-    return out;
+    return at === dst && out.length > 0 ? out : null;
   }
 }
