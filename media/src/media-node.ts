@@ -263,6 +263,13 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     });
   }
 
+  /** Closes the pipe-out of a session to `peer`; resolves false when there was none. Idempotent. */
+  closePipeOut(sessionId: string, peer: string): Promise<boolean> {
+    return this.#serial(sessionId, () =>
+      Promise.resolve(this.#sessions.get(sessionId)?.closePipeOut(peer) ?? false),
+    );
+  }
+
   hasSession(sessionId: string): boolean {
     return this.#sessions.has(sessionId);
   }

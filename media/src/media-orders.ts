@@ -32,6 +32,7 @@ const ACTION_SCHEMAS = {
   }),
   createEgress: Type.Object({ sink: TupleSchema }),
   tearDown: Type.Object({}),
+  closePipeOut: Type.Object({ peer: Peer }),
 } as const;
 
 type ActionName = keyof typeof ACTION_SCHEMAS;
@@ -161,6 +162,8 @@ export async function executeOrder(
         return { ok: { tuple: await node.createEgress(sessionId, order.args.sink) } };
       case 'tearDown':
         return { ok: { existed: await node.closeSession(sessionId) } };
+      case 'closePipeOut':
+        return { ok: { existed: await node.closePipeOut(sessionId, order.args.peer) } };
       default: {
         const never: never = order;
         throw new Error(`unhandled order ${JSON.stringify(never)}`);

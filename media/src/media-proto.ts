@@ -195,7 +195,15 @@ export interface PbOrder {
   connectPipeIn?: { peer: string; remote?: PbTuple | null; kind: string; rtpParametersJson: string } | null;
   createEgress?: { sink?: PbTuple | null } | null;
   tearDown?: Record<string, never> | null;
-  action?: 'createIngress' | 'createPipeIn' | 'createPipeOut' | 'connectPipeIn' | 'createEgress' | 'tearDown';
+  closePipeOut?: { peer: string } | null;
+  action?:
+    | 'createIngress'
+    | 'createPipeIn'
+    | 'createPipeOut'
+    | 'connectPipeIn'
+    | 'createEgress'
+    | 'tearDown'
+    | 'closePipeOut';
 }
 
 /** controller -> node. */

@@ -280,6 +280,16 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
     return { ...leg.localTuple, kind: consumer.kind, rtpParameters: consumer.rtpParameters };
   }
 
+  /** Closes the pipe-out to `peer`; false when there was none. */
+  closePipeOut(peer: string): boolean {
+    const leg = this.#pipeOuts.get(peer);
+    if (leg === undefined) return false;
+    this.#pipeOuts.delete(peer);
+    leg.close();
+    this.#log.info({ leg: leg.id }, 'pipe-out closed');
+    return true;
+  }
+
   /** The egress leg: a PlainTransport sending the session's RTP to `sink`; returns its own tuple. */
   async ensureEgress(sink: Tuple): Promise<Tuple> {
     this.#assertOpen();

@@ -95,6 +95,13 @@ if (!bin.exists) {
     nodeB.off('sessionlost', onLost);
     t.same(lost, [], 'a teardown is not reported as a lost session');
     t.equal(await nodeB.closeSession('s-idem'), false, 'second teardown is a no-op');
+    t.equal(await nodeA.closePipeOut('s-idem', 'b'), true, 'pipe-out closed');
+    t.equal(await nodeA.closePipeOut('s-idem', 'b'), false, 'closing it again is a no-op');
+    t.same(
+      nodeA.health('s-idem').map((h) => h.kind),
+      ['ingress'],
+      'only the ingress is left on a',
+    );
     t.equal(await nodeA.closeSession('s-idem'), true);
   });
 
