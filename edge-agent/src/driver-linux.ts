@@ -8,7 +8,7 @@
  * | route slot n, primary path  | table 20000+2n: `PREFIX encap seg6 mode encap segs … dev IF`, `SEG1/128 dev IF` (proto 77); `ip rule`/`ip -6 rule` pref 20000+2n fwmark → table |
  * | route slot n, backup path   | table 20001+2n, rule pref 20001+2n (right behind the primary rule)    |
  * | unmarked local traffic      | table 20000 (rule pref 29990): one route per destination prefix        |
- * | localSids                   | main table, proto 77: `SID/128 encap seg6local action End.X nh6 … dev IF`, `End.DX4 nh4 0.0.0.0 dev lo` |
+ * | localSids                   | main table, proto 77: `SID/128 encap seg6local action End.X nh6 … dev IF`, `End.DX4 nh4 0.0.0.0 dev <first link>` |
  *
  * Ownership: the nftables table `meridian` (whose comment carries `meridian:<hash>:<version>`),
  * rule preferences 20000–29999, routes with protocol 77. Everything else is left alone.
@@ -191,18 +191,11 @@ export class LinuxPolicyDriver implements PolicyDriver {
     return out;
   }
 
+  /** The table's comment (nft's JSON output omits table comments, so the text form is read). */
   async #readNftComment(): Promise<string | null> {
-    const r = await this.#nftCmd(['-j', 'list', 'table', 'ip', NFT_TABLE]);
+    const r = await this.#nftCmd(['list', 'table', 'ip', NFT_TABLE]);
     if (r.code !== 0) return null;
-    try {
-      const parsed = JSON.parse(r.stdout) as { nftables?: { table?: { comment?: string } }[] };
-      for (const item of parsed.nftables ?? []) {
-        if (item.table !== undefined) return item.table.comment ?? '';
-      }
-    } catch {
-      return null;
-    }
-    return '';
+    return /^\s*comment "([^"]*)"/m.exec(r.stdout)?.[1] ?? '';
   }
 
   async read(): Promise<DriverSnapshot> {
@@ -303,12 +296,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
           signature: `End.X|${s.nextHop6}|${s.outIf}`,
         });
       } else {
+        // Not `dev lo`: IPv6 turns a non-local route via loopback into a reject route.
+        const dev = policy.interfaces[0]?.ifName;
+        if (dev === undefined) continue;
         routes.push({
           family: 6,
           table: 'main',
           dst: `${s.sid}/128`,
-          attrs: 'encap seg6local action End.DX4 nh4 0.0.0.0 dev lo',
-          signature: 'End.DX4|0.0.0.0|lo',
+          attrs: `encap seg6local action End.DX4 nh4 0.0.0.0 dev ${dev}`,
+          signature: `End.DX4|0.0.0.0|${dev}`,
         });
       }
     }
