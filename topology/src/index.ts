@@ -1,6 +1,11 @@
+import { routesCommand } from './cli-routes';
+import { validateCommand } from './cli-validate';
 export * from './types';
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
-export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
+export const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  validate: validateCommand,
+  routes: routesCommand,
+};
 export { computeRoutes, type ComputeRoutesOptions, type RouteSet, type SitePair } from './route-compute';
 export {
   METRIC_SCALE,
@@ -15,3 +20,53 @@ export {
   type EffectiveLink,
 } from './path-metrics';
 export { RouteError, isRouteError, ROUTE_ERROR_CODES, type RouteErrorCode } from './errors';
+export {
+  TOPOLOGY_ERROR_CODES,
+  TOPOLOGY_WARNING_CODES,
+  TopologyError,
+  isTopologyError,
+  type TopologyErrorCode,
+  type TopologyWarningCode,
+  type TopologyProblem,
+} from './errors';
+export {
+  loadTopology,
+  parseTopology,
+  checkTopology,
+  checkTopologyFile,
+  isInlineYaml,
+  type TopologyCheck,
+} from './loader';
+export {
+  loadNetworkState,
+  checkNetworkState,
+  checkNetworkStateFile,
+  type NetworkStateCheck,
+} from './state-loader';
+export { REFERENCE_TOPOLOGY_PATH } from './reference-topology';
+export {
+  TopologyFileSchema,
+  SiteSchema,
+  LinkSchema,
+  ClassSchema,
+  SlaSchema,
+  ClassMatchSchema,
+  DeviceSchema,
+  SnmpSchema,
+  NetworkStateSchema,
+  LinkStateSchema,
+} from './topology-schema';
+export { MAX_INPUT_BYTES, MAX_ALIAS_COUNT, MAX_NESTING } from './yaml-source';
+export { parseIpv4Cidr, type Ipv4Prefix } from './cidr';
+export { routesJson, type RouteJson, type PathJson } from './cli-routes';
+export {
+  DEFAULT_MARGINS,
+  NO_MARGINS,
+  applyHysteresis,
+  type HysteresisMargins,
+  type HysteresisMarginsInput,
+  type HysteresisOptions,
+  type RouteChange,
+  type RouteChangeReason,
+} from './route-hysteresis';
+export { RouteEngine, type LinkChanges, type RouteEngineOptions, type UpdateResult } from './route-engine';

@@ -10,7 +10,7 @@ import { formatPath, renderValue, type LocatedValue, type PathSegment } from './
 
 interface SchemaInfo {
   readonly type?: string;
-  readonly const?: unknown;
+  readonly const?: string | number | boolean;
   readonly anyOf?: readonly SchemaInfo[];
   readonly minimum?: number;
   readonly maximum?: number;
@@ -29,36 +29,31 @@ export function describeSchema(schema: TSchema): string {
     return `one of ${s.anyOf.map((x) => String(x.const)).join(', ')}`;
   }
   if (s.const !== undefined) return String(s.const);
-  switch (s.type) {
-    case 'string':
-      return (s.minLength ?? 0) > 0 ? `a non-empty string (${s.description ?? 'text'})` : 'a string';
-    case 'number':
-    case 'integer': {
-      const base = s.type === 'integer' ? 'an integer' : 'a number';
-      const lo =
-        s.exclusiveMinimum !== undefined
-          ? `> ${s.exclusiveMinimum}`
-          : s.minimum !== undefined
-            ? `>= ${s.minimum}`
-            : '';
-      const hi =
-        s.exclusiveMaximum !== undefined
-          ? `< ${s.exclusiveMaximum}`
-          : s.maximum !== undefined
-            ? `<= ${s.maximum}`
-            : '';
-      const range = [lo, hi].filter((x) => x !== '').join(' and ');
-      return range === '' ? base : `${base} ${range}`;
-    }
-    case 'boolean':
-      return 'true or false';
-    case 'array':
-      return (s.minItems ?? 0) > 0 ? `a non-empty list of ${s.description ?? 'items'}` : 'a list';
-    case 'object':
-      return 'a mapping';
-    default:
-      return s.description ?? 'a valid value';
+  if (s.type === 'string') {
+    return (s.minLength ?? 0) > 0 ? `a non-empty string (${s.description ?? 'text'})` : 'a string';
   }
+  if (s.type === 'number' || s.type === 'integer') {
+    const base = s.type === 'integer' ? 'an integer' : 'a number';
+    const lo =
+      s.exclusiveMinimum !== undefined
+        ? `> ${s.exclusiveMinimum}`
+        : s.minimum !== undefined
+          ? `>= ${s.minimum}`
+          : '';
+    const hi =
+      s.exclusiveMaximum !== undefined
+        ? `< ${s.exclusiveMaximum}`
+        : s.maximum !== undefined
+          ? `<= ${s.maximum}`
+          : '';
+    const range = [lo, hi].filter((x) => x !== '').join(' and ');
+    return range === '' ? base : `${base} ${range}`;
+  }
+  if (s.type === 'boolean') return 'true or false';
+  if (s.type === 'array')
+    return (s.minItems ?? 0) > 0 ? `a non-empty list of ${s.description ?? 'items'}` : 'a list';
+  if (s.type === 'object') return 'a mapping';
+  return s.description ?? 'a valid value';
 }
 
 const compiled = new WeakMap<TSchema, TypeCheck<TSchema>>();
@@ -90,6 +85,19 @@ function pointerToPath(pointer: string, root: unknown): PathSegment[] {
   return out;
 }
 
+const RANGE_ERRORS = new Set<ValueErrorType>([
+  ValueErrorType.NumberMinimum,
+  ValueErrorType.NumberMaximum,
+  ValueErrorType.NumberExclusiveMinimum,
+  ValueErrorType.NumberExclusiveMaximum,
+  ValueErrorType.IntegerMinimum,
+  ValueErrorType.IntegerMaximum,
+  ValueErrorType.IntegerExclusiveMinimum,
+  ValueErrorType.IntegerExclusiveMaximum,
+  ValueErrorType.StringMinLength,
+  ValueErrorType.ArrayMinItems,
+]);
+
 function codeFor(e: ValueError): TopologyErrorCode {
   const s = e.schema as SchemaInfo;
   if (e.type === ValueErrorType.ObjectRequiredProperty) return 'TOPO_ERR_REQUIRED';
@@ -97,43 +105,18 @@ function codeFor(e: ValueError): TopologyErrorCode {
   if (s.errorCode !== undefined && e.type !== ValueErrorType.Array && e.type !== ValueErrorType.Object) {
     return s.errorCode;
   }
-  switch (e.type) {
-    case ValueErrorType.Union:
-    case ValueErrorType.Literal:
-      return 'TOPO_ERR_ENUM';
-    case ValueErrorType.NumberMinimum:
-    case ValueErrorType.NumberMaximum:
-    case ValueErrorType.NumberExclusiveMinimum:
-    case ValueErrorType.NumberExclusiveMaximum:
-    case ValueErrorType.IntegerMinimum:
-    case ValueErrorType.IntegerMaximum:
-    case ValueErrorType.IntegerExclusiveMinimum:
-    case ValueErrorType.IntegerExclusiveMaximum:
-    case ValueErrorType.StringMinLength:
-    case ValueErrorType.ArrayMinItems:
-      return 'TOPO_ERR_RANGE';
-    default:
-      return 'TOPO_ERR_TYPE';
-  }
+  if (e.type === ValueErrorType.Union || e.type === ValueErrorType.Literal) return 'TOPO_ERR_ENUM';
+  return RANGE_ERRORS.has(e.type) ? 'TOPO_ERR_RANGE' : 'TOPO_ERR_TYPE';
 }
 
 function whatFor(code: TopologyErrorCode, field: string, found: string, e: ValueError): string {
-  switch (code) {
-    case 'TOPO_ERR_REQUIRED':
-      return `missing required field '${field}'`;
-    case 'TOPO_ERR_ENUM':
-      return `unknown ${(e.schema as SchemaInfo).description ?? field} ${found}`;
-    case 'TOPO_ERR_RANGE':
-      return `${field} out of range: ${found}`;
-    case 'TOPO_ERR_VERSION':
-      return `unsupported version ${found}`;
-    case 'TOPO_ERR_EMPTY_SITES':
-      return 'no sites';
-    case 'TOPO_ERR_EMPTY_CLASSES':
-      return 'no traffic classes';
-    default:
-      return `wrong type for ${field}: ${found}`;
-  }
+  if (code === 'TOPO_ERR_REQUIRED') return `missing required field '${field}'`;
+  if (code === 'TOPO_ERR_ENUM') return `unknown ${(e.schema as SchemaInfo).description ?? field} ${found}`;
+  if (code === 'TOPO_ERR_RANGE') return `${field} out of range: ${found}`;
+  if (code === 'TOPO_ERR_VERSION') return `unsupported version ${found}`;
+  if (code === 'TOPO_ERR_EMPTY_SITES') return 'no sites';
+  if (code === 'TOPO_ERR_EMPTY_CLASSES') return 'no traffic classes';
+  return `wrong type for ${field}: ${found}`;
 }
 
 /**

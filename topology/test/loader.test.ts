@@ -82,7 +82,7 @@ function expectOne(
   return pr;
 }
 
-t.test('a valid file loads with every default filled', async (t) => {
+t.test('a valid file loads with every default filled', (t) => {
   const topo = parseTopology(doc(), 'ok.yaml');
   t.equal(topo.version, 1);
   t.equal(topo.source, 'ok.yaml');
@@ -120,9 +120,10 @@ t.test('a valid file loads with every default filled', async (t) => {
   // unknown top-level keys are accepted (forward compatibility) and dropped from the model
   const extra = parseTopology(doc({ extra: 'owner: netops\nfuture: { x: 1 }' }));
   t.notOk('owner' in extra);
+  t.end();
 });
 
-t.test('YAML syntax: every error the parser reports, with positions', async (t) => {
+t.test('YAML syntax: every error the parser reports, with positions', (t) => {
   const text = doc({
     sites: SITES.replace("prefixes: ['10.3.0.0/16'] }", "prefixes: ['10.3.0.0/16'"),
     extra: 'note: "open',
@@ -132,17 +133,19 @@ t.test('YAML syntax: every error the parser reports, with positions', async (t) 
   t.ok(ps.every((p) => p.code === 'TOPO_ERR_YAML_SYNTAX'));
   t.match(ps.map((p) => p.message).join('\n'), /Missing closing "quote/);
   t.equal(ps[ps.length - 1]!.line, text.split('\n').length, 'the unterminated quote is reported at the end');
+  t.end();
 });
 
-t.test('duplicate keys are reported and validation goes on', async (t) => {
+t.test('duplicate keys are reported and validation goes on', (t) => {
   const text = doc({ extra: 'links: []' });
   const ps = problems(text);
   const dup = ps.find((p) => p.code === 'TOPO_ERR_DUPLICATE_KEY');
   t.ok(dup);
   t.same({ line: dup!.line, column: dup!.column }, pos(text, 'links: []'));
+  t.end();
 });
 
-t.test('not a mapping', async (t) => {
+t.test('not a mapping', (t) => {
   for (const text of ['- a\n- b\n', 'just text', '', '42\n']) {
     const ps = problems(text);
     t.equal(ps.length, 1, JSON.stringify(text));
@@ -151,9 +154,10 @@ t.test('not a mapping', async (t) => {
     t.equal(ps[0]!.column, 1);
     t.equal(ps[0]!.path, '');
   }
+  t.end();
 });
 
-t.test('version must be 1', async (t) => {
+t.test('version must be 1', (t) => {
   const text = doc({ version: 'version: 2' });
   const p = expectOne(t, text, 'TOPO_ERR_VERSION', 'version', '2');
   t.equal(p?.found, '2');
@@ -161,9 +165,10 @@ t.test('version must be 1', async (t) => {
   const missing = doc({ version: '# no version' });
   expectOne(t, missing, 'TOPO_ERR_REQUIRED', 'version', 'sites:');
   expectOne(t, doc({ version: "version: '1'" }), 'TOPO_ERR_VERSION', 'version', "'1'");
+  t.end();
 });
 
-t.test('required fields, with the parent position and the expected shape', async (t) => {
+t.test('required fields, with the parent position and the expected shape', (t) => {
   const text = doc({ links: LINKS.replace('a: bj-a, b: cloud-a', 'a: bj-a') });
   const p = expectOne(t, text, 'TOPO_ERR_REQUIRED', 'links[1].b', '{ id: l2');
   t.equal(p?.found, 'missing');
@@ -199,9 +204,10 @@ t.test('required fields, with the parent position and the expected shape', async
   );
   // a missing field is one problem, not also a type error
   t.equal(problems(text).length, 1);
+  t.end();
 });
 
-t.test('types', async (t) => {
+t.test('types', (t) => {
   const p = expectOne(
     t,
     doc({ links: LINKS.replace('capacityMbps: 10000', "capacityMbps: '10G'") }),
@@ -255,9 +261,10 @@ t.test('types', async (t) => {
     'classes[0].match.dscp[0]',
     "'ef'",
   );
+  t.end();
 });
 
-t.test('unknown kind, transport, objective list the allowed values', async (t) => {
+t.test('unknown kind, transport, objective list the allowed values', (t) => {
   const k = expectOne(
     t,
     doc({ sites: SITES.replace('kind: cloud', 'kind: cloudy') }),
@@ -294,9 +301,10 @@ t.test('unknown kind, transport, objective list the allowed values', async (t) =
     'classes[0].match.protocol',
     'sctp',
   );
+  t.end();
 });
 
-t.test('duplicate ids of sites, links, classes and devices', async (t) => {
+t.test('duplicate ids of sites, links, classes and devices', (t) => {
   const s = expectOne(
     t,
     doc({ sites: SITES + "\n  - { id: sh-a, kind: edge, prefixes: ['10.9.0.0/16'] }" }),
@@ -319,9 +327,10 @@ t.test('duplicate ids of sites, links, classes and devices', async (t) => {
   const devs =
     'devices:\n  - { id: r1, site: bj-a, driver: linux }\n  - { id: r1, site: sh-a, driver: linux }';
   expectOne(t, doc({ extra: devs }), 'TOPO_ERR_DUPLICATE_ID', 'devices[1].id', 'r1', 1);
+  t.end();
 });
 
-t.test('links to unknown sites name the known ones', async (t) => {
+t.test('links to unknown sites name the known ones', (t) => {
   const text = doc({ links: LINKS.replace('b: sh-a', 'b: sh-z') });
   const p = expectOne(t, text, 'TOPO_ERR_UNKNOWN_SITE', 'links[0].b', 'sh-z');
   t.equal(p?.found, "'sh-z'");
@@ -337,9 +346,10 @@ t.test('links to unknown sites name the known ones', async (t) => {
     'links[1].a',
     'nowhere',
   );
+  t.end();
 });
 
-t.test('self-loops', async (t) => {
+t.test('self-loops', (t) => {
   const p = expectOne(
     t,
     doc({ links: LINKS.replace('b: sh-a', 'b: bj-a') }),
@@ -349,9 +359,10 @@ t.test('self-loops', async (t) => {
     2,
   );
   t.match(p?.message, "link joins site 'bj-a' to itself");
+  t.end();
 });
 
-t.test('ranges: capacity, latency, jitter, loss, cost, maxUtilPct, dscp, priority', async (t) => {
+t.test('ranges: capacity, latency, jitter, loss, cost, maxUtilPct, dscp, priority', (t) => {
   const cases: [string, string, string, string][] = [
     ['capacityMbps: 1000', 'capacityMbps: 0', 'links[0].capacityMbps', 'a number > 0'],
     ['capacityMbps: 1000', 'capacityMbps: -5', 'links[0].capacityMbps', 'a number > 0'],
@@ -383,9 +394,10 @@ t.test('ranges: capacity, latency, jitter, loss, cost, maxUtilPct, dscp, priorit
       needle === '0' ? 0 : 0,
     );
   }
+  t.end();
 });
 
-t.test('SLA bounds missing or negative', async (t) => {
+t.test('SLA bounds missing or negative', (t) => {
   expectOne(
     t,
     doc({ classes: CLASSES.replace(', maxJitterMs: 30', '') }),
@@ -414,9 +426,10 @@ t.test('SLA bounds missing or negative', async (t) => {
     'classes[0].sla',
     'id: voice',
   );
+  t.end();
 });
 
-t.test('invalid prefixes, with the canonical block when only host bits are set', async (t) => {
+t.test('invalid prefixes, with the canonical block when only host bits are set', (t) => {
   const bad = (p: string) => doc({ sites: SITES.replace("'10.3.0.0/16'", `'${p}'`) });
   const host = expectOne(
     t,
@@ -429,9 +442,10 @@ t.test('invalid prefixes, with the canonical block when only host bits are set',
   for (const p of ['10.3.0.0/33', '10.300.0.0/16', 'banana', '10.3.0.0', '010.3.0.0/16', '2001:db8::/32']) {
     expectOne(t, bad(p), 'TOPO_ERR_PREFIX_INVALID', 'sites[1].prefixes[0]', `'${p}'`);
   }
+  t.end();
 });
 
-t.test('overlapping prefixes between sites and within a site', async (t) => {
+t.test('overlapping prefixes between sites and within a site', (t) => {
   const between = doc({ sites: SITES.replace("'10.3.0.0/16'", "'10.1.128.0/17'") });
   const p = expectOne(t, between, 'TOPO_ERR_PREFIX_OVERLAP', 'sites[1].prefixes[0]', "'10.1.128.0/17'");
   t.match(
@@ -446,15 +460,17 @@ t.test('overlapping prefixes between sites and within a site', async (t) => {
   t.match(w?.message, 'of the same site');
   const same = doc({ sites: SITES.replace('kind: cloud }', "kind: cloud, prefixes: ['10.1.0.0/16'] }") });
   expectOne(t, same, 'TOPO_ERR_PREFIX_OVERLAP', 'sites[2].prefixes[0]', "'10.1.0.0/16'", 1);
+  t.end();
 });
 
-t.test('empty class list and empty site list', async (t) => {
+t.test('empty class list and empty site list', (t) => {
   const p = expectOne(t, doc({ classes: 'classes: []' }), 'TOPO_ERR_EMPTY_CLASSES', 'classes', '[]');
   t.match(p?.expected, /non-empty list/);
   expectOne(t, doc({ sites: 'sites: []', links: 'links: []' }), 'TOPO_ERR_EMPTY_SITES', 'sites', '[]');
+  t.end();
 });
 
-t.test('devices: site and link references, driver, SNMP settings', async (t) => {
+t.test('devices: site and link references, driver, SNMP settings', (t) => {
   const devs = `devices:
   - id: r1
     site: sh-b
@@ -496,9 +512,10 @@ t.test('devices: site and link references, driver, SNMP settings', async (t) => 
     extra: 'devices:\n  - { id: r3, site: sh-a, driver: linux, interfaces: [{ ifName: eth0, link: l2 }] }',
   });
   expectOne(t, notHere, 'TOPO_ERR_LINK_NOT_AT_SITE', 'devices[0].interfaces[0].link', 'l2', 1);
+  t.end();
 });
 
-t.test('every problem in one pass, sorted by position', async (t) => {
+t.test('every problem in one pass, sorted by position', (t) => {
   const text = doc({
     version: 'version: 3',
     sites: SITES.replace('kind: cloud', 'kind: sky').replace("'10.3.0.0/16'", "'10.3.0.1/16'"),
@@ -531,11 +548,12 @@ t.test('every problem in one pass, sorted by position', async (t) => {
     const e = err as TopologyError;
     t.equal(e.problems.length, 7);
     t.equal(e.code, 'TOPO_ERR_VERSION');
-    t.match(e.message, /^7 problems in bad\.yaml:\n  bad\.yaml:1:10 version: /);
+    t.match(e.message, /^7 problems in bad\.yaml:\n {2}bad\.yaml:1:10 version: /);
   }
+  t.end();
 });
 
-t.test('warnings for likely typos of known keys', async (t) => {
+t.test('warnings for likely typos of known keys', (t) => {
   const r = checkTopology(
     doc({ links: LINKS.replace('jitterMs: 1', 'jiterMs: 1'), extra: 'devices_list: []' }),
     'w.yaml',
@@ -546,9 +564,10 @@ t.test('warnings for likely typos of known keys', async (t) => {
     [['TOPO_WARN_UNKNOWN_KEY', 'links[0].jiterMs']],
   );
   t.match(r.warnings[0]!.message, "did you mean 'jitterMs'?");
+  t.end();
 });
 
-t.test('loadTopology: a path or YAML text; unreadable files', async (t) => {
+t.test('loadTopology: a path or YAML text; unreadable files', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'meridian-loader-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'topo.yaml');
@@ -575,9 +594,10 @@ t.test('loadTopology: a path or YAML text; unreadable files', async (t) => {
   const bin = path.join(dir, 'bin.yaml');
   fs.writeFileSync(bin, Buffer.from([0x76, 0x65, 0xff, 0xfe, 0x0a]));
   t.throws(() => loadTopology(bin), { code: 'TOPO_ERR_UNREADABLE' });
+  t.end();
 });
 
-t.test('large inputs: 5,000 sites load; oversized files and YAML bombs are refused quickly', async (t) => {
+t.test('large inputs: 5,000 sites load; oversized files and YAML bombs are refused quickly', (t) => {
   const lines = ['version: 1', 'sites:'];
   const n = 5000;
   for (let i = 0; i < n; i++) {
@@ -630,4 +650,5 @@ t.test('large inputs: 5,000 sites load; oversized files and YAML bombs are refus
     );
   }
   t.equal(checkTopology('['.repeat(1_000_000), 'deep.yaml').problems[0]?.code, 'TOPO_ERR_TOO_LARGE');
+  t.end();
 });
