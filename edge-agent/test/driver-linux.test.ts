@@ -247,7 +247,8 @@ t.test('Linux driver on a namespace lab', async (t) => {
     const p2 = { ...smaller, version: 2, hash: policyHash(smaller) } as SitePolicy;
     const r3 = await fresh.apply(p2);
     t.ok(r3.ok && r3.removed > 0, 'bulk state removed');
-    t.equal(ping('a', '10.4.0.1', 0xb8, 5), 5, 'voice unaffected');
+    const n = ping('a', '10.4.0.1', 0xb8, 5);
+    t.equal(n, 5, `voice unaffected (${n}/5 answered)`);
   });
 
   await t.test('bad policies give typed errors and leave the previous policy in place', async (t) => {
