@@ -3,6 +3,7 @@
  * - `Controller` (controller.ts): the service composed of everything below, start()/stop(), events.
  * - `AgentGateway`: the agents' gRPC stream; `LinkEstimator`: link state from probe samples;
  *   state stores (Redis / embedded), history writers (InfluxDB / embedded), the HTTP API.
+ * - `SnmpPoller` (snmp-poller.ts): IF-MIB counters of topology devices -> interface rates and utilisation.
  * - The gRPC contract: `PROTO_DIR`, `loadMeridianProto()`, `PROTO_LOADER_OPTIONS` and message types.
  * - The error catalog (`ControllerError`, `CTRL_ERR_*`, `statusOf()`).
  * - `commands.controller`: `meridian controller`.
@@ -20,6 +21,9 @@ export * from './history-writer-influx';
 export * from './http-server';
 export * from './controller';
 export * from './policy-compiler';
+export * from './snmp-client';
+export * from './snmp-rate';
+export * from './snmp-poller';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
 export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
