@@ -1,0 +1,422 @@
+/**
+ * The link-state estimator: turns probe samples (from agents) and interface counters (from SNMP)
+ * into the measured state of every topology link, and says when that state changes.
+ *
+ * It sits on the ingest hot path (>= 100,000 samples/s on one core), so per-link state lives in
+ * preallocated typed-array rings, a sample costs a handful of arithmetic operations, nothing is
+ * allocated or logged per sample, and percentiles are computed only when a snapshot is taken.
+ */
+import { EventEmitter } from 'node:events';
+import type { Topology } from '@meridian/topology';
+import type { LinkProbeStats } from './proto';
+
+/** How the estimator smooths and decides. Defaults: `DEFAULT_ESTIMATOR_SETTINGS`. */
+export interface EstimatorSettings {
+  /** Weight of a new RTT sample in the EWMA (RFC 6298 uses 1/8). */
+  readonly ewmaAlpha: number;
+  /** Recent RTTs kept for min/p50/p95. */
+  readonly rttWindow: number;
+  /** Probes over which loss is computed. */
+  readonly lossWindow: number;
+  /** Consecutive lost probes that take a link down (3 at 100 ms: down within ~300 ms + timeout). */
+  readonly downAfterMisses: number;
+  /** Consecutive answered probes that bring a down (or unknown) link up. */
+  readonly upAfterSuccesses: number;
+  /** No sample for this long: the link is stale and its liveness unknown (`up: null`). */
+  readonly staleAfterMs: number;
+  /** Smallest change of a metric worth a `link-change` event (liveness always is). */
+  readonly changeEpsilon: {
+    readonly latencyMs: number;
+    readonly jitterMs: number;
+    readonly lossPct: number;
+    readonly utilPct: number;
+  };
+}
+
+export const DEFAULT_ESTIMATOR_SETTINGS: EstimatorSettings = {
+  ewmaAlpha: 0.125,
+  rttWindow: 256,
+  lossWindow: 100,
+  downAfterMisses: 3,
+  upAfterSuccesses: 3,
+  staleAfterMs: 3000,
+  changeEpsilon: { latencyMs: 0.5, jitterMs: 0.5, lossPct: 0.5, utilPct: 1 },
+};
+
+/** The measured state of one link at one moment (what the API, Redis and the route engine see). */
+export interface LinkSnapshot {
+  readonly id: string;
+  readonly a: string;
+  readonly b: string;
+  /** `null`: unknown (never measured, or stale). */
+  readonly up: boolean | null;
+  readonly stale: boolean;
+  /** One-way latency estimate: the forward EWMA when agents measure it, else RTT EWMA / 2. */
+  readonly latencyMs: number | null;
+  readonly rttMs: number | null;
+  readonly rttMinMs: number | null;
+  readonly rttP50Ms: number | null;
+  readonly rttP95Ms: number | null;
+  /** RFC 3550 interarrival jitter over consecutive answered probes. */
+  readonly jitterMs: number | null;
+  /** Lost share of the last `lossWindow` probes, percent. */
+  readonly lossPct: number | null;
+  /** Highest utilisation reported by SNMP for the link's interfaces, percent. */
+  readonly utilPct: number | null;
+  /** Samples ingested for this link since start. */
+  readonly samples: number;
+  /** Site whose agent probes the link (the `src` tag in history), `null` before any sample. */
+  readonly src: string | null;
+  /** Last sample or counter, ms since epoch; 0 = never. */
+  readonly updatedAtMs: number;
+}
+
+/** The fields of a link that changed, with their new values. */
+export type LinkChangedFields = Partial<
+  Pick<LinkSnapshot, 'up' | 'latencyMs' | 'jitterMs' | 'lossPct' | 'utilPct' | 'stale'>
+>;
+
+/** A `link-change` event: what changed and the full new state. */
+export interface LinkChange {
+  readonly id: string;
+  readonly changed: LinkChangedFields;
+  readonly state: LinkSnapshot;
+  /** True when liveness (`up`/`stale`) changed: consumers should act at once. */
+  readonly liveness: boolean;
+}
+
+export type LinkEstimatorEvents = {
+  /** Liveness changes are emitted at once from ingest; metric changes from `collectChanges()`. */
+  'link-change': [LinkChange];
+};
+
+// Liveness encoded in a byte: 0 unknown, 1 up, 2 down.
+const UNKNOWN = 0;
+const UP = 1;
+const DOWN = 2;
+
+/** Mutable per-link state; only the estimator touches it. */
+class LinkCell {
+  readonly index: number;
+  readonly id: string;
+  readonly a: string;
+  readonly b: string;
+  readonly rtt: Float64Array;
+  rttPos = 0;
+  rttFill = 0;
+  readonly lossRing: Uint8Array;
+  lossPos = 0;
+  lossFill = 0;
+  lossCount = 0;
+  rttEwma = NaN;
+  fwdEwma = NaN;
+  lastFwdKnown = false;
+  prevTransit = NaN;
+  prevTransitIsFwd = false;
+  jitter = NaN;
+  liveness = UNKNOWN;
+  misses = 0;
+  successes = 0;
+  stale = true;
+  samples = 0;
+  src: string | null = null;
+  lastSampleAt = 0;
+  updatedAt = 0;
+  /** Utilisation per SNMP source (`device/ifName`). */
+  util: Map<string, number> | undefined;
+  dirty = false;
+  /** Values at the last emitted change, for epsilon comparison. */
+  emitted: {
+    latencyMs: number | null;
+    jitterMs: number | null;
+    lossPct: number | null;
+    utilPct: number | null;
+  } = { latencyMs: null, jitterMs: null, lossPct: null, utilPct: null };
+
+  constructor(index: number, id: string, a: string, b: string, s: EstimatorSettings) {
+    this.index = index;
+    this.id = id;
+    this.a = a;
+    this.b = b;
+    this.rtt = new Float64Array(s.rttWindow);
+    this.lossRing = new Uint8Array(s.lossWindow);
+  }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function nullable(x: number): number | null {
+  return Number.isFinite(x) ? round3(x) : null;
+}
+
+/**
+ * Per-link estimator over a fixed topology. Feed it with `ingestReport()` (or the lower-level
+ * `ingestSample()`), `setUtilisation()`, call `tick()` about every 100-250 ms for staleness and
+ * `collectChanges()` to emit metric changes; read with `snapshot()`/`snapshots()`.
+ */
+export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
+  readonly settings: EstimatorSettings;
+  readonly #cells: LinkCell[];
+  readonly #byId = new Map<string, LinkCell>();
+  #dirty: LinkCell[] = [];
+  #totalSamples = 0;
+
+  constructor(topology: Pick<Topology, 'links'>, settings: Partial<EstimatorSettings> = {}) {
+    super();
+    this.settings = { ...DEFAULT_ESTIMATOR_SETTINGS, ...settings };
+    const s = this.settings;
+    if (!(s.ewmaAlpha > 0 && s.ewmaAlpha <= 1))
+      throw new RangeError(`ewmaAlpha ${s.ewmaAlpha} not in (0, 1]`);
+    for (const k of ['rttWindow', 'lossWindow', 'downAfterMisses', 'upAfterSuccesses'] as const) {
+      if (!Number.isInteger(s[k]) || s[k] < 1) throw new RangeError(`${k} ${s[k]} must be an integer >= 1`);
+    }
+    this.#cells = topology.links.map((l, i) => new LinkCell(i, l.id, l.a, l.b, s));
+    for (const c of this.#cells) this.#byId.set(c.id, c);
+  }
+
+  /** Samples ingested since start, all links. */
+  get totalSamples(): number {
+    return this.#totalSamples;
+  }
+
+  /** Link ids in topology order. */
+  linkIds(): string[] {
+    return this.#cells.map((c) => c.id);
+  }
+
+  /** The two ends of a link, or undefined when the topology has no such link. */
+  ends(linkId: string): { a: string; b: string } | undefined {
+    const c = this.#byId.get(linkId);
+    return c ? { a: c.a, b: c.b } : undefined;
+  }
+
+  /** Index of a link for `ingestSample()`, -1 when unknown. */
+  indexOf(linkId: string): number {
+    return this.#byId.get(linkId)?.index ?? -1;
+  }
+
+  /**
+   * One probe result. `rttMs < 0` or `lost` means the probe got no answer; `fwdMs < 0` means no
+   * one-way estimate. `src` is the probing site. The hot path: no allocation.
+   */
+  ingestSample(index: number, src: string, rttMs: number, fwdMs: number, lost: boolean, nowMs: number): void {
+    const c = this.#cells[index];
+    if (c === undefined) return;
+    const answered = !lost && rttMs >= 0;
+    this.#outcome(c, src, answered, nowMs);
+    if (answered) this.#rtt(c, rttMs, fwdMs);
+    if (answered && c.liveness !== UP && c.successes >= this.settings.upAfterSuccesses)
+      this.#setLiveness(c, UP);
+  }
+
+  /** Counts one probe (answered or not) into the loss window and the liveness hysteresis. */
+  #outcome(c: LinkCell, src: string, answered: boolean, nowMs: number): void {
+    this.#totalSamples++;
+    c.samples++;
+    c.src = src;
+    c.lastSampleAt = nowMs;
+    c.updatedAt = nowMs;
+    if (c.stale) c.stale = false;
+    if (!c.dirty) this.#markDirty(c);
+    // Loss window: a ring of 0/1 with a running count.
+    const ring = c.lossRing;
+    if (c.lossFill === ring.length) c.lossCount -= ring[c.lossPos]!;
+    else c.lossFill++;
+    ring[c.lossPos] = answered ? 0 : 1;
+    c.lossPos = c.lossPos + 1 === ring.length ? 0 : c.lossPos + 1;
+    if (answered) {
+      c.misses = 0;
+      c.successes++;
+    } else {
+      c.lossCount++;
+      c.successes = 0;
+      c.misses++;
+      if (c.liveness !== DOWN && c.misses >= this.settings.downAfterMisses) this.#setLiveness(c, DOWN);
+    }
+  }
+
+  /** Folds one answered probe into the RTT ring, the EWMAs and the jitter. */
+  #rtt(c: LinkCell, rttMs: number, fwdMs: number): void {
+    const alpha = this.settings.ewmaAlpha;
+    c.rtt[c.rttPos] = rttMs;
+    c.rttPos = c.rttPos + 1 === c.rtt.length ? 0 : c.rttPos + 1;
+    if (c.rttFill < c.rtt.length) c.rttFill++;
+    c.rttEwma = Number.isNaN(c.rttEwma) ? rttMs : c.rttEwma + alpha * (rttMs - c.rttEwma);
+    // A forward time above the round trip comes from unsynchronised clocks: treat as unknown.
+    const fwdKnown = fwdMs >= 0 && fwdMs <= rttMs;
+    if (fwdKnown) c.fwdEwma = Number.isNaN(c.fwdEwma) ? fwdMs : c.fwdEwma + alpha * (fwdMs - c.fwdEwma);
+    c.lastFwdKnown = fwdKnown;
+    // RFC 3550: J += (|D| - J) / 16, D the change of transit time between consecutive answered
+    // probes. The forward transit is used when both probes have one (a clock offset cancels in
+    // D), else the round trip.
+    const transit = fwdKnown ? fwdMs : rttMs;
+    if (!Number.isNaN(c.prevTransit) && c.prevTransitIsFwd === fwdKnown) {
+      const d = transit - c.prevTransit;
+      const ad = d < 0 ? -d : d;
+      c.jitter = Number.isNaN(c.jitter) ? ad / 16 : c.jitter + (ad - c.jitter) / 16;
+    } else if (Number.isNaN(c.jitter)) {
+      c.jitter = 0;
+    }
+    c.prevTransit = transit;
+    c.prevTransitIsFwd = fwdKnown;
+  }
+
+  /**
+   * One link entry of an agent report (already validated by the gateway). Samples drive the
+   * estimator; a report without samples feeds the loss window from its counters. The agent's own
+   * verdict is honoured: `alive: false` takes the link down at once; `alive: true` brings it up
+   * only when the report carries no samples to judge by.
+   */
+  ingestLinkStats(src: string, stats: LinkProbeStats, nowMs: number): void {
+    const c = this.#byId.get(stats.link);
+    if (c === undefined) return;
+    const i = c.index;
+    const samples = stats.samples;
+    if (samples.length > 0) {
+      for (let k = 0; k < samples.length; k++) {
+        const x = samples[k]!;
+        this.ingestSample(i, src, x.rttMs, x.fwdMs, x.lost, nowMs);
+      }
+    } else {
+      // Counters only: the loss window learns, RTT does not.
+      for (let k = 0; k < stats.received; k++) this.#outcome(c, src, true, nowMs);
+      for (let k = 0; k < stats.lost; k++) this.#outcome(c, src, false, nowMs);
+    }
+    if (!stats.alive && c.liveness !== DOWN && (stats.sent > 0 || samples.length > 0)) {
+      this.#setLiveness(c, DOWN);
+    } else if (stats.alive && c.liveness !== UP && samples.length === 0 && stats.received > 0) {
+      this.#setLiveness(c, UP);
+    }
+  }
+
+  /** Utilisation of one interface carrying `linkId` (from SNMP); the link shows the highest. */
+  setUtilisation(linkId: string, source: string, utilPct: number, nowMs: number): void {
+    const c = this.#byId.get(linkId);
+    if (c === undefined || !Number.isFinite(utilPct)) return;
+    (c.util ??= new Map()).set(source, utilPct);
+    c.updatedAt = Math.max(c.updatedAt, nowMs);
+    this.#markDirty(c);
+  }
+
+  /** Marks links stale that no agent reported for `staleAfterMs`; call every 100-250 ms. */
+  tick(nowMs: number): void {
+    const limit = nowMs - this.settings.staleAfterMs;
+    for (const c of this.#cells) {
+      if (!c.stale && c.lastSampleAt < limit) {
+        c.stale = true;
+        c.misses = 0;
+        c.successes = 0;
+        c.prevTransit = NaN;
+        const wasKnown = c.liveness !== UNKNOWN;
+        c.liveness = UNKNOWN;
+        this.#emit(c, { stale: true, ...(wasKnown ? { up: null } : {}) }, true);
+      }
+    }
+  }
+
+  /**
+   * Emits `link-change` for every link whose metrics moved by more than the epsilons since the last
+   * event, and returns the snapshots of all links touched since the previous call (to persist).
+   */
+  collectChanges(): LinkSnapshot[] {
+    const dirty = this.#dirty;
+    if (dirty.length === 0) return [];
+    this.#dirty = [];
+    const eps = this.settings.changeEpsilon;
+    const out: LinkSnapshot[] = [];
+    for (const c of dirty) {
+      c.dirty = false;
+      const snap = this.#snapshot(c);
+      out.push(snap);
+      const changed: { -readonly [K in keyof LinkChangedFields]: LinkChangedFields[K] } = {};
+      const e = c.emitted;
+      if (moved(e.latencyMs, snap.latencyMs, eps.latencyMs)) changed.latencyMs = snap.latencyMs;
+      if (moved(e.jitterMs, snap.jitterMs, eps.jitterMs)) changed.jitterMs = snap.jitterMs;
+      if (moved(e.lossPct, snap.lossPct, eps.lossPct)) changed.lossPct = snap.lossPct;
+      if (moved(e.utilPct, snap.utilPct, eps.utilPct)) changed.utilPct = snap.utilPct;
+      if (Object.keys(changed).length > 0) {
+        this.#remember(c, snap);
+        this.emit('link-change', { id: c.id, changed, state: snap, liveness: false });
+      }
+    }
+    return out;
+  }
+
+  /** The current state of one link. */
+  snapshot(linkId: string): LinkSnapshot | undefined {
+    const c = this.#byId.get(linkId);
+    return c ? this.#snapshot(c) : undefined;
+  }
+
+  /** The current state of every link, in topology order. */
+  snapshots(): LinkSnapshot[] {
+    return this.#cells.map((c) => this.#snapshot(c));
+  }
+
+  #markDirty(c: LinkCell): void {
+    if (c.dirty) return;
+    c.dirty = true;
+    this.#dirty.push(c);
+  }
+
+  #setLiveness(c: LinkCell, to: number): void {
+    c.liveness = to;
+    this.#emit(c, { up: to === UP }, true);
+  }
+
+  #emit(c: LinkCell, changed: LinkChangedFields, liveness: boolean): void {
+    const snap = this.#snapshot(c);
+    this.#remember(c, snap);
+    this.#markDirty(c);
+    this.emit('link-change', { id: c.id, changed, state: snap, liveness });
+  }
+
+  #remember(c: LinkCell, snap: LinkSnapshot): void {
+    c.emitted = {
+      latencyMs: snap.latencyMs,
+      jitterMs: snap.jitterMs,
+      lossPct: snap.lossPct,
+      utilPct: snap.utilPct,
+    };
+  }
+
+  #snapshot(c: LinkCell): LinkSnapshot {
+    let min = NaN;
+    let p50 = NaN;
+    let p95 = NaN;
+    if (c.rttFill > 0) {
+      const sorted = c.rtt.slice(0, c.rttFill).sort();
+      min = sorted[0]!;
+      p50 = sorted[Math.min(sorted.length - 1, Math.floor(0.5 * (sorted.length - 1) + 0.5))]!;
+      p95 = sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!;
+    }
+    let util = NaN;
+    if (c.util) for (const v of c.util.values()) util = Number.isNaN(util) || v > util ? v : util;
+    const latency = c.lastFwdKnown && !Number.isNaN(c.fwdEwma) ? c.fwdEwma : c.rttEwma / 2;
+    return {
+      id: c.id,
+      a: c.a,
+      b: c.b,
+      up: c.liveness === UNKNOWN ? null : c.liveness === UP,
+      stale: c.stale,
+      latencyMs: c.stale ? null : nullable(latency),
+      rttMs: c.stale ? null : nullable(c.rttEwma),
+      rttMinMs: c.stale ? null : nullable(min),
+      rttP50Ms: c.stale ? null : nullable(p50),
+      rttP95Ms: c.stale ? null : nullable(p95),
+      jitterMs: c.stale ? null : nullable(c.jitter),
+      lossPct: c.stale || c.lossFill === 0 ? null : round3((c.lossCount / c.lossFill) * 100),
+      utilPct: nullable(util),
+      samples: c.samples,
+      src: c.src,
+      updatedAtMs: c.updatedAt,
+    };
+  }
+}
+
+function moved(prev: number | null, next: number | null, eps: number): boolean {
+  if (prev === null || next === null) return prev !== next;
+  return Math.abs(next - prev) >= eps;
+}

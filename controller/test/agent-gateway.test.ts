@@ -1,0 +1,166 @@
+import * as grpc from '@grpc/grpc-js';
+import t from 'tap';
+import {
+  API_TOKEN,
+  AGENT_TOKEN,
+  eventually,
+  hello,
+  openRawStream,
+  openStream,
+  report,
+  startController,
+} from './helpers';
+import type { ControllerMessage, ProbePlan } from '../src/index';
+
+const isPlan = (m: ControllerMessage): m is { probePlan: ProbePlan } =>
+  'probePlan' in m && m.probePlan !== undefined && m.probePlan !== null;
+
+t.test('agent gateway over real gRPC', async (t) => {
+  const c = await startController({ helloTimeoutMs: 500, maxMessageBytes: 64 * 1024 });
+  t.teardown(() => c.stop());
+  const port = c.ports.grpc;
+  const base = `http://127.0.0.1:${c.ports.http}`;
+  const alive = async (): Promise<boolean> => (await fetch(`${base}/api/v1/health`)).status === 200;
+
+  t.test('wrong token: UNAUTHENTICATED, nothing registered', async (t) => {
+    const s = openStream(port);
+    s.call.write(hello('bj1', 9000, 'wrong'));
+    const end = await s.ended;
+    t.equal(end.code, grpc.status.UNAUTHENTICATED);
+    t.equal(end.errorCode, 'CTRL_ERR_UNAUTHENTICATED');
+    t.same(s.received, [], 'no welcome');
+    t.notOk(c.gateway.connectedSites().includes('bj1'));
+    s.close();
+  });
+
+  t.test('unknown site: NOT_FOUND', async (t) => {
+    const s = openStream(port);
+    s.call.write(hello('nowhere', 9000));
+    t.equal((await s.ended).code, grpc.status.NOT_FOUND);
+    s.close();
+  });
+
+  t.test('first message not hello: FAILED_PRECONDITION', async (t) => {
+    const s = openStream(port);
+    s.call.write(report('bj1-sh1-a', 'sh1', 1, 5));
+    const end = await s.ended;
+    t.equal(end.code, grpc.status.FAILED_PRECONDITION);
+    t.equal(end.errorCode, 'CTRL_ERR_HELLO_REQUIRED');
+    s.close();
+  });
+
+  t.test('no hello in time: DEADLINE_EXCEEDED', async (t) => {
+    const s = openStream(port);
+    t.equal((await s.ended).code, grpc.status.DEADLINE_EXCEEDED);
+    s.close();
+  });
+
+  t.test('garbage bytes: INVALID_ARGUMENT, controller alive', async (t) => {
+    const s = openRawStream(port);
+    s.call.write(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x02]));
+    const end = await s.ended;
+    t.equal(end.code, grpc.status.INVALID_ARGUMENT);
+    t.equal(end.errorCode, 'CTRL_ERR_MALFORMED_MESSAGE');
+    s.close();
+    t.ok(await alive());
+  });
+
+  t.test('oversized message: RESOURCE_EXHAUSTED, controller alive', async (t) => {
+    const s = openRawStream(port);
+    s.call.write(Buffer.alloc(200 * 1024, 0x41));
+    t.equal((await s.ended).code, grpc.status.RESOURCE_EXHAUSTED);
+    s.close();
+    t.ok(await alive());
+  });
+
+  t.test('hello gets welcome and a probe plan; reports reach /api/v1/links', async (t) => {
+    const sh1 = openStream(port);
+    sh1.call.write(hello('sh1', 9101));
+    await sh1.waitFor((m) => 'welcome' in m && !!m.welcome);
+    const bj1 = openStream(port);
+    t.teardown(() => {
+      sh1.close();
+      bj1.close();
+    });
+    bj1.call.write(hello('bj1', 9100));
+    const plan = (await bj1.waitFor((m) => isPlan(m) && m.probePlan.targets.length > 0)) as {
+      probePlan: ProbePlan;
+    };
+    t.match(plan.probePlan, { intervalMs: 100, downAfterMisses: 3 });
+    t.same(
+      plan.probePlan.targets.map((x) => `${x.link}>${x.peerSite}:${x.port}`).sort(),
+      ['bj1-sh1-a>sh1:9101', 'bj1-sh1-b>sh1:9101'],
+      'bj1 (the a end) probes its links to sh1; sh2 never announced an endpoint',
+    );
+    // sh1 lost the bj1 links to bj1 (the a end) once bj1 connected; it keeps sh1-sh2 only if sh2 announced.
+    bj1.call.write(report('bj1-sh1-a', 'sh1', 10, 20));
+    const body = await eventually(async () => {
+      const res = await fetch(`${base}/api/v1/links`, { headers: { authorization: `Bearer ${API_TOKEN}` } });
+      const j = (await res.json()) as {
+        links: { id: string; up: boolean | null; samples: number; latencyMs: number }[];
+      };
+      const l = j.links.find((x) => x.id === 'bj1-sh1-a')!;
+      return l.samples === 10 ? l : undefined;
+    });
+    t.equal(body.up, true);
+    t.equal(body.latencyMs, 10, 'rtt/2');
+    const agents = (await (
+      await fetch(`${base}/api/v1/agents`, { headers: { authorization: `Bearer ${API_TOKEN}` } })
+    ).json()) as {
+      agents: { site: string; connected: boolean; address: string | null; lastSeen: string | null }[];
+    };
+    t.match(
+      agents.agents.find((a) => a.site === 'bj1'),
+      { connected: true, address: /127\.0\.0\.1/, lastSeen: /^\d{4}-/ },
+    );
+
+    t.test('report on a link the agent is not an end of: ErrorNotice, stream kept', async (t) => {
+      bj1.call.write(report('sh1-sh2', 'sh2', 3, 5));
+      const n = await bj1.waitFor((m) => 'error' in m && !!m.error);
+      t.match(n, { error: { code: 'CTRL_ERR_INVALID_MESSAGE', message: /not an end/ } });
+      bj1.call.write({
+        report: {
+          sentAtMs: 1,
+          links: [{ link: 'bj1-sh1-b', peerSite: 'sh1', samples: [{ seq: 1, rttMs: NaN, fwdMs: -1 }] }],
+        },
+      });
+      await eventually(() => bj1.received.filter((m) => 'error' in m && !!m.error).length >= 2);
+      t.equal(c.estimator.snapshot('bj1-sh1-b')!.samples, 0, 'nothing of the bad report ingested');
+      bj1.call.write(report('bj1-sh1-b', 'sh1', 2, 8));
+      await eventually(() => c.estimator.snapshot('bj1-sh1-b')!.samples === 2);
+      t.pass('stream still works');
+    });
+
+    t.test('duplicate site from another live process: ALREADY_EXISTS', async (t) => {
+      const dup = openStream(port);
+      dup.call.write(hello('bj1', 9200, AGENT_TOKEN, 'other-instance'));
+      const end = await dup.ended;
+      t.equal(end.code, grpc.status.ALREADY_EXISTS);
+      t.equal(end.errorCode, 'CTRL_ERR_DUPLICATE_SITE');
+      dup.close();
+      t.ok(c.gateway.connectedSites().includes('bj1'), 'old stream kept');
+    });
+
+    t.test('same instance reconnecting replaces its old stream', async (t) => {
+      const again = openStream(port);
+      again.call.write(hello('bj1', 9100));
+      await again.waitFor((m) => 'welcome' in m && !!m.welcome);
+      const oldEnd = await bj1.ended;
+      t.equal(oldEnd.code, grpc.status.ALREADY_EXISTS, 'old stream ended');
+      again.close();
+      await eventually(() => !c.gateway.connectedSites().includes('bj1'));
+    });
+
+    t.test('a disconnected a-end hands its links to the b end', async (t) => {
+      const plan2 = (await sh1.waitFor(
+        (m) => isPlan(m) && m.probePlan.targets.some((x) => x.link === 'bj1-sh1-a'),
+      )) as {
+        probePlan: ProbePlan;
+      };
+      t.match(
+        plan2.probePlan.targets.find((x) => x.link === 'bj1-sh1-a'),
+        { peerSite: 'bj1', port: 9100 },
+      );
+    });
+  });
+});
