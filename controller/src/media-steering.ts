@@ -1,0 +1,604 @@
+/**
+ * Media steering: places sessions on media nodes, builds their legs through the MediaGateway, and
+ * re-steers them when a node dies, a worker dies, a pipe stalls or a node is drained.
+ *
+ * A session is an ingress node (RTP source -> PlainTransport) and an egress node (PlainTransport
+ * -> sink), joined by a pipe when they differ. Placement takes, for each end, a healthy node at
+ * the requested site or else the nearest one (`distance`, from the voice route), least loaded
+ * first, within the per-worker capacity the nodes report.
+ *
+ * Failover (the sink must hear RTP again within 500 ms):
+ *  - egress node lost: a new egress node, a pipe from the ingress node to it, an egress to the sink;
+ *  - ingress node lost: a new ingress node, a pipe to the egress node (its egress follows the new
+ *    source), and `media.session.moved` {id, ingress} so the RTP source re-targets;
+ *  - pipe stalled while the ingress still receives: the path failed, the egress moves elsewhere;
+ *  - drain: make-before-break (the old legs go once the new ones carry RTP, or after a grace time).
+ */
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import * as net from 'node:net';
+import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { Logger } from 'pino';
+import type {
+  MediaGateway,
+  MediaNodeRecord,
+  MediaOrderAction,
+  MediaOrderResult,
+  MediaTuple,
+} from './media-gateway';
+
+/** `POST /api/v1/media/sessions` body. */
+export const MediaSessionRequest = Type.Object(
+  {
+    ingressSite: Type.String({ minLength: 1, maxLength: 64 }),
+    egressSite: Type.String({ minLength: 1, maxLength: 64 }),
+    codec: Type.Union([Type.Literal('opus'), Type.Literal('pcmu'), Type.Literal('pcma')]),
+    payloadType: Type.Integer({ minimum: 0, maximum: 127 }),
+    ssrc: Type.Integer({ minimum: 0, maximum: 4294967295 }),
+    sink: Type.Object(
+      {
+        ip: Type.String({ minLength: 1, maxLength: 45 }),
+        port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+export type MediaSessionRequest = Static<typeof MediaSessionRequest>;
+const requestCheck = TypeCompiler.Compile(MediaSessionRequest);
+
+export interface MediaLegView {
+  node: string;
+  kind: string;
+  peer: string;
+  state: string;
+  packets: number;
+  packetRate: number;
+}
+
+export interface MediaSessionView {
+  id: string;
+  ingress: MediaTuple;
+  nodes: string[];
+  sites: string[];
+  status: 'active' | 'rerouting' | 'failed';
+  request: MediaSessionRequest;
+  moves: number;
+  createdAt: string;
+  legs: MediaLegView[];
+  lastError?: string;
+}
+
+export interface MediaNodeView {
+  id: string;
+  site: string;
+  healthy: boolean;
+  draining: boolean;
+  load: { sessions: number; freeSessions: number; workers: unknown[] } | null;
+}
+
+/** An event for `GET /api/v1/events` (server-sent events). */
+export interface MediaEvent {
+  type:
+    | 'media.session.moved'
+    | 'media.session.rerouted'
+    | 'media.session.failed'
+    | 'media.node.down'
+    | 'media.node.up';
+  data: Record<string, unknown>;
+}
+
+/** A refused request: HTTP status, stable code, message. */
+export interface SteeringError {
+  status: 400 | 404 | 503;
+  code: string;
+  message: string;
+}
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: SteeringError };
+
+export interface MediaSteeringOptions {
+  gateway: MediaGateway;
+  log: Logger;
+  /** Distance between two sites (voice-route latency, hops...); default 0 for the same site, 1 otherwise. */
+  distance?: (fromSite: string, toSite: string) => number;
+  /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
+  drainGraceMs?: number;
+  /** Sessions never re-steer more often than this (flapping guard). Default 0. */
+  minResteerIntervalMs?: number;
+}
+
+export type MediaSteeringEvents = {
+  event: [MediaEvent];
+  /** A re-steer finished (for benchmarks): how long it took from detection. */
+  resteered: [{ id: string; reason: string; ms: number; ok: boolean }];
+};
+
+interface SessionRecord {
+  id: string;
+  request: MediaSessionRequest;
+  ingressNode: string;
+  egressNode: string;
+  ingress: MediaTuple;
+  status: 'active' | 'rerouting' | 'failed';
+  moves: number;
+  createdAt: number;
+  lastError?: string;
+}
+
+class StepError extends Error {
+  constructor(
+    readonly node: string,
+    readonly result: MediaOrderResult,
+  ) {
+    super(`${node}: ${result.error?.code ?? '?'} ${result.error?.message ?? ''}`);
+  }
+}
+
+export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
+  readonly #gw: MediaGateway;
+  readonly #log: Logger;
+  readonly #distance: (a: string, b: string) => number;
+  readonly #drainGraceMs: number;
+  readonly #sessions = new Map<string, SessionRecord>();
+  readonly #queues = new Map<string, Promise<unknown>>();
+  #closed = false;
+  readonly #observer = new EventEmitter<MediaSteeringEvents>();
+
+  constructor(options: MediaSteeringOptions) {
+    super();
+    this.#gw = options.gateway;
+    this.#log = options.log.child({ module: 'media-steering' });
+    this.#distance = options.distance ?? ((a, b) => (a === b ? 0 : 1));
+    this.#drainGraceMs = options.drainGraceMs ?? 10000;
+    this.#gw.on('nodedown', (node, why) => this.#onNodeDown(node, why));
+    this.#gw.on('nodeup', (node) =>
+      this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } }),
+    );
+    this.#gw.on('nodeevent', (node, ev) => {
+      if (ev.sessionLost) this.#onSessionLost(node.id, ev.sessionLost.sessionId);
+      if (ev.legStalled && ev.legStalled.kind === 'pipe-in')
+        this.#onPipeStalled(node.id, ev.legStalled.sessionId);
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get observer(): EventEmitter<MediaSteeringEvents> {
+    return this.#observer;
+  }
+
+  /** For the gateway: sessions a (re)connecting node announces that steering no longer places there. */
+  sessionsToDrop(nodeId: string, announced: string[]): string[] {
+    return announced.filter((id) => {
+      const s = this.#sessions.get(id);
+      return s === undefined || (s.ingressNode !== nodeId && s.egressNode !== nodeId);
+    });
+  }
+
+  /** Validates a request body; the error names the field. */
+  static validate(body: unknown): Outcome<MediaSessionRequest> {
+    if (!requestCheck.Check(body)) {
+      const e = requestCheck.Errors(body).First();
+      const field = (e?.path ?? '').replace(/^\//, '').replace(/\//g, '.') || 'body';
+      return {
+        ok: false,
+        error: { status: 400, code: 'CTRL_ERR_BAD_REQUEST', message: `${field}: ${e?.message ?? 'invalid'}` },
+      };
+    }
+    if (net.isIP(body.sink.ip) === 0) {
+      return {
+        ok: false,
+        error: {
+          status: 400,
+          code: 'CTRL_ERR_BAD_REQUEST',
+          message: `sink.ip: not an IP address ('${body.sink.ip}')`,
+        },
+      };
+    }
+    return { ok: true, value: body };
+  }
+
+  /** Places and builds a session. */
+  async create(body: unknown): Promise<Outcome<MediaSessionView>> {
+    const v = MediaSteering.validate(body);
+    if (!v.ok) return v;
+    const req = v.value;
+    const id = randomUUID();
+    return this.#serial(id, async () => {
+      const ingressNode = this.#pick(req.ingressSite, []);
+      const egressNode = this.#pick(req.egressSite, [], ingressNode);
+      if (ingressNode === undefined || egressNode === undefined) {
+        const site = ingressNode === undefined ? req.ingressSite : req.egressSite;
+        return {
+          ok: false,
+          error: {
+            status: 503,
+            code: 'CTRL_ERR_MEDIA_NO_CAPACITY',
+            message: `no healthy media node with free capacity for site ${site}`,
+          },
+        };
+      }
+      const rec: SessionRecord = {
+        id,
+        request: req,
+        ingressNode: ingressNode.id,
+        egressNode: egressNode.id,
+        ingress: { ip: '', port: 0 },
+        status: 'active',
+        moves: 0,
+        createdAt: Date.now(),
+      };
+      try {
+        rec.ingress = await this.#buildPath(rec, ingressNode.id, egressNode.id);
+      } catch (err) {
+        this.#teardown(id, [ingressNode.id, egressNode.id]);
+        const msg = err instanceof Error ? err.message : String(err);
+        const capacity = err instanceof StepError && err.result.error?.code === 'MEDIA_ERR_CAPACITY';
+        return {
+          ok: false,
+          error: {
+            status: 503,
+            code: capacity ? 'CTRL_ERR_MEDIA_NO_CAPACITY' : 'CTRL_ERR_MEDIA_STEERING',
+            message: `session could not be built: ${msg}`,
+          },
+        };
+      }
+      this.#sessions.set(id, rec);
+      this.#log.info(
+        { session: id, ingress: rec.ingressNode, egress: rec.egressNode },
+        'media session created',
+      );
+      return { ok: true, value: this.#view(rec) };
+    });
+  }
+
+  get(id: string): MediaSessionView | undefined {
+    const s = this.#sessions.get(id);
+    return s === undefined ? undefined : this.#view(s);
+  }
+
+  list(): MediaSessionView[] {
+    return [...this.#sessions.values()].map((s) => this.#view(s));
+  }
+
+  /** Tears a session down everywhere; false when unknown. */
+  async remove(id: string): Promise<boolean> {
+    const s = this.#sessions.get(id);
+    if (s === undefined) return false;
+    this.#sessions.delete(id);
+    await this.#serial(id, () =>
+      Promise.all(
+        [...new Set([s.ingressNode, s.egressNode])].map((n) => this.#gw.order(n, id, { tearDown: {} })),
+      ),
+    );
+    return true;
+  }
+
+  nodes(): MediaNodeView[] {
+    return this.#gw.nodes().map((n) => ({
+      id: n.id,
+      site: n.site,
+      healthy: n.connected && !n.draining,
+      draining: n.draining,
+      load:
+        n.load === undefined
+          ? null
+          : { sessions: n.load.sessions, freeSessions: n.load.freeSessions, workers: n.load.workers },
+    }));
+  }
+
+  /** Marks a node draining (no new placements) and moves its sessions off, make-before-break. */
+  async drain(nodeId: string): Promise<Outcome<{ id: string; moved: number }>> {
+    const node = this.#gw.node(nodeId);
+    if (node === undefined)
+      return {
+        ok: false,
+        error: { status: 404, code: 'CTRL_ERR_NOT_FOUND', message: `no media node ${nodeId}` },
+      };
+    node.draining = true;
+    const affected = [...this.#sessions.values()].filter(
+      (s) => s.ingressNode === nodeId || s.egressNode === nodeId,
+    );
+    await Promise.all(affected.map((s) => this.#serial(s.id, () => this.#drainSession(s, nodeId))));
+    return { ok: true, value: { id: nodeId, moved: affected.length } };
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  // ---------------------------------------------------------------- building
+
+  /** Ingress on `inNode`, egress on `outNode`, a pipe between them when they differ. */
+  async #buildPath(rec: SessionRecord, inNode: string, outNode: string): Promise<MediaTuple> {
+    const { request: r, id } = rec;
+    const ingress = await this.#step(inNode, id, {
+      createIngress: { codec: r.codec, payloadType: r.payloadType, ssrc: r.ssrc },
+    });
+    if (inNode !== outNode) await this.#pipe(id, inNode, outNode);
+    await this.#step(outNode, id, { createEgress: { sink: r.sink } });
+    return tupleOf(ingress);
+  }
+
+  /** The three-step cross-process pipe `up` -> `down`. */
+  async #pipe(id: string, up: string, down: string): Promise<void> {
+    const pipeIn = await this.#step(down, id, { createPipeIn: { peer: up } });
+    const out = await this.#step(up, id, { createPipeOut: { peer: down, remote: tupleOf(pipeIn) } });
+    await this.#step(down, id, {
+      connectPipeIn: {
+        peer: up,
+        remote: tupleOf(out),
+        kind: out.ok?.kind ?? 'audio',
+        rtpParametersJson: out.ok?.rtpParametersJson ?? '',
+      },
+    });
+  }
+
+  async #step(node: string, id: string, action: MediaOrderAction): Promise<MediaOrderResult> {
+    const r = await this.#gw.order(node, id, action);
+    if (r.outcome !== 'ok') throw new StepError(node, r);
+    return r;
+  }
+
+  #teardown(id: string, nodes: string[]): void {
+    for (const n of new Set(nodes)) void this.#gw.order(n, id, { tearDown: {} });
+  }
+
+  // ---------------------------------------------------------------- failover
+
+  #onNodeDown(node: MediaNodeRecord, why: string): void {
+    this.#publish({ type: 'media.node.down', data: { id: node.id, site: node.site, reason: why } });
+    const detectedAt = Date.now();
+    for (const s of this.#sessions.values()) {
+      if (s.ingressNode === node.id || s.egressNode === node.id) {
+        void this.#serial(s.id, () => this.#resteer(s, node.id, `node ${node.id} down`, detectedAt, true));
+      }
+    }
+  }
+
+  #onSessionLost(nodeId: string, sessionId: string): void {
+    const s = this.#sessions.get(sessionId);
+    if (s === undefined || (s.ingressNode !== nodeId && s.egressNode !== nodeId)) return;
+    const detectedAt = Date.now();
+    // The node is alive (its worker restarted): it may be chosen again.
+    void this.#serial(s.id, () => this.#resteer(s, nodeId, `worker died on ${nodeId}`, detectedAt, false));
+  }
+
+  #onPipeStalled(nodeId: string, sessionId: string): void {
+    const s = this.#sessions.get(sessionId);
+    if (s === undefined || s.egressNode !== nodeId || s.ingressNode === nodeId) return;
+    const detectedAt = Date.now();
+    // A pipe-in stall is a path failure only if the ingress still receives RTP: check its latest
+    // health a moment later (the ingress' own stall event would arrive within the same window).
+    setTimeout(() => {
+      const ing = this.#gw.node(s.ingressNode);
+      const leg = ing?.legs.get(`${sessionId}/ingress`);
+      if (
+        this.#sessions.get(sessionId) !== s ||
+        s.egressNode !== nodeId ||
+        leg === undefined ||
+        leg.state !== 'flowing'
+      )
+        return;
+      void this.#serial(s.id, () =>
+        this.#resteer(s, nodeId, `pipe ${s.ingressNode}->${nodeId} stalled`, detectedAt, true),
+      );
+    }, 60);
+  }
+
+  /** Rebuilds what `failed` carried for session `s`. */
+  async #resteer(
+    s: SessionRecord,
+    failed: string,
+    reason: string,
+    detectedAt: number,
+    exclude: boolean,
+  ): Promise<void> {
+    if (this.#sessions.get(s.id) !== s || (s.ingressNode !== failed && s.egressNode !== failed)) return;
+    s.status = 'rerouting';
+    const excluded = exclude ? [failed] : [];
+    const wasIngress = s.ingressNode === failed;
+    const wasEgress = s.egressNode === failed;
+    let ok = true;
+    try {
+      if (wasIngress) {
+        const newIn = this.#pick(
+          s.request.ingressSite,
+          excluded,
+          wasEgress ? undefined : this.#gw.node(s.egressNode),
+        );
+        if (newIn === undefined) throw new Error(`no node for ingress site ${s.request.ingressSite}`);
+        let newOut = s.egressNode;
+        if (wasEgress || newIn.id === s.egressNode) {
+          // Both ends must be rebuilt (single-node session, or the new ingress is the egress node,
+          // whose source slot holds the old pipe-in): start from a clean session there.
+          const out = wasEgress
+            ? this.#pick(s.request.egressSite, excluded, newIn)
+            : this.#gw.node(s.egressNode);
+          if (out === undefined) throw new Error(`no node for egress site ${s.request.egressSite}`);
+          newOut = out.id;
+          if (!wasEgress) await this.#gw.order(s.egressNode, s.id, { tearDown: {} });
+          s.ingress = await this.#buildPath(s, newIn.id, newOut);
+        } else {
+          const ing = await this.#step(newIn.id, s.id, {
+            createIngress: {
+              codec: s.request.codec,
+              payloadType: s.request.payloadType,
+              ssrc: s.request.ssrc,
+            },
+          });
+          await this.#pipe(s.id, newIn.id, newOut); // the egress node's pipe-in is replaced; its egress follows
+          s.ingress = tupleOf(ing);
+        }
+        s.ingressNode = newIn.id;
+        s.egressNode = newOut;
+        this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
+      } else if (wasEgress) {
+        const newOut = this.#pick(s.request.egressSite, excluded, this.#gw.node(s.ingressNode));
+        if (newOut === undefined) throw new Error(`no node for egress site ${s.request.egressSite}`);
+        await this.#gw.order(s.ingressNode, s.id, { closePipeOut: { peer: failed } });
+        if (newOut.id !== s.ingressNode) await this.#pipe(s.id, s.ingressNode, newOut.id);
+        await this.#step(newOut.id, s.id, { createEgress: { sink: s.request.sink } });
+        s.egressNode = newOut.id;
+      }
+      s.status = 'active';
+      s.moves += 1;
+      delete s.lastError;
+      this.#publish({ type: 'media.session.rerouted', data: { id: s.id, nodes: nodesOf(s), reason } });
+    } catch (err) {
+      ok = false;
+      s.status = 'failed';
+      s.lastError = `${reason}: ${err instanceof Error ? err.message : String(err)}`;
+      this.#log.error({ session: s.id, err: s.lastError }, 'media session re-steer failed');
+      this.#publish({ type: 'media.session.failed', data: { id: s.id, reason: s.lastError } });
+    }
+    const ms = Date.now() - detectedAt;
+    this.#log.info({ session: s.id, reason, ms, ok, nodes: nodesOf(s) }, 'media session re-steered');
+    this.emit('resteered', { id: s.id, reason, ms, ok });
+    this.#observer.emit('resteered', { id: s.id, reason, ms, ok });
+  }
+
+  async #drainSession(s: SessionRecord, nodeId: string): Promise<void> {
+    if (this.#sessions.get(s.id) !== s) return;
+    const oldIn = s.ingressNode;
+    const oldOut = s.egressNode;
+    if (oldIn !== nodeId && oldOut === nodeId) {
+      // Egress only: pipe to a new egress first, then drop the old one (the sink hears both for
+      // a moment rather than nothing).
+      const newOut = this.#pick(s.request.egressSite, [nodeId], this.#gw.node(oldIn));
+      if (newOut === undefined) return;
+      if (newOut.id !== oldIn) await this.#pipe(s.id, oldIn, newOut.id);
+      await this.#step(newOut.id, s.id, { createEgress: { sink: s.request.sink } });
+      s.egressNode = newOut.id;
+      await this.#gw.order(oldIn, s.id, { closePipeOut: { peer: nodeId } });
+      await this.#gw.order(nodeId, s.id, { tearDown: {} });
+    } else {
+      // The ingress moves: a complete new path, announced; the old one stays until the source
+      // has re-targeted (the new ingress sees RTP) or the grace time ends.
+      const newIn = this.#pick(s.request.ingressSite, [nodeId]);
+      const newOut =
+        oldOut === nodeId
+          ? this.#pick(s.request.egressSite, [nodeId], newIn)
+          : this.#pick(s.request.egressSite, [nodeId, oldOut], newIn);
+      if (newIn === undefined || newOut === undefined) return;
+      // A session id lives once per node: the new path needs nodes the old one does not use.
+      if (newIn.id === oldOut || newOut.id === oldOut || newOut.id === oldIn) return;
+      s.ingress = await this.#buildPath(s, newIn.id, newOut.id);
+      s.ingressNode = newIn.id;
+      s.egressNode = newOut.id;
+      this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
+      void this.#retireWhenFlowing(s, newIn.id, [oldIn, oldOut]);
+    }
+    s.moves += 1;
+  }
+
+  async #retireWhenFlowing(s: SessionRecord, newIn: string, old: string[]): Promise<void> {
+    const until = Date.now() + this.#drainGraceMs;
+    while (Date.now() < until && this.#sessions.get(s.id) === s) {
+      if (this.#gw.node(newIn)?.legs.get(`${s.id}/ingress`)?.state === 'flowing') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.#teardown(
+      s.id,
+      old.filter((n) => n !== s.ingressNode && n !== s.egressNode),
+    );
+  }
+
+  // ---------------------------------------------------------------- placement
+
+  /** Best node for `site`: healthy, not excluded, free capacity; nearest, then least loaded; `near` breaks ties. */
+  #pick(site: string, exclude: string[], near?: MediaNodeRecord): MediaNodeRecord | undefined {
+    let best: MediaNodeRecord | undefined;
+    let bestKey: [number, number, number, string] | undefined;
+    for (const n of this.#gw.nodes()) {
+      if (!n.connected || n.draining || exclude.includes(n.id)) continue;
+      const free = n.load?.freeSessions ?? n.maxSessionsPerWorker * Math.max(1, n.workers);
+      if (free <= 0) continue;
+      const placed = [...this.#sessions.values()].filter(
+        (s) => s.ingressNode === n.id || s.egressNode === n.id,
+      ).length;
+      const key: [number, number, number, string] = [
+        this.#distance(n.site, site),
+        near !== undefined && n.id !== near.id ? 0 : 1, // prefer a second node: a failure then costs one end
+        placed,
+        n.id,
+      ];
+      if (bestKey === undefined || compareKeys(key, bestKey) < 0) {
+        best = n;
+        bestKey = key;
+      }
+    }
+    return best;
+  }
+
+  #view(s: SessionRecord): MediaSessionView {
+    const nodes = nodesOf(s);
+    const legs: MediaLegView[] = [];
+    for (const id of nodes) {
+      const n = this.#gw.node(id);
+      for (const l of n?.legs.values() ?? []) {
+        if (l.sessionId === s.id)
+          legs.push({
+            node: id,
+            kind: l.kind,
+            peer: l.peer,
+            state: l.state,
+            packets: l.packets,
+            packetRate: l.packetRate,
+          });
+      }
+    }
+    const view: MediaSessionView = {
+      id: s.id,
+      ingress: s.ingress,
+      nodes,
+      sites: nodes.map((id) => this.#gw.node(id)?.site ?? ''),
+      status: s.status,
+      request: s.request,
+      moves: s.moves,
+      createdAt: new Date(s.createdAt).toISOString(),
+      legs,
+    };
+    if (s.lastError !== undefined) view.lastError = s.lastError;
+    return view;
+  }
+
+  #publish(ev: MediaEvent): void {
+    this.emit('event', ev);
+    this.#observer.emit('event', ev);
+  }
+
+  #serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#queues.get(id) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.#queues.set(id, tail);
+    void tail.then(() => {
+      if (this.#queues.get(id) === tail) this.#queues.delete(id);
+    });
+    return run;
+  }
+}
+
+function tupleOf(r: MediaOrderResult): MediaTuple {
+  const t = r.ok?.tuple;
+  if (t === undefined || t === null) throw new Error(`order ${r.orderId} answered without a tuple`);
+  return { ip: t.ip, port: t.port };
+}
+
+function nodesOf(s: SessionRecord): string[] {
+  return s.ingressNode === s.egressNode ? [s.ingressNode] : [s.ingressNode, s.egressNode];
+}
+
+function compareKeys(a: [number, number, number, string], b: [number, number, number, string]): number {
+  for (let i = 0; i < 3; i++) {
+    const d = (a[i] as number) - (b[i] as number);
+    if (d !== 0) return d;
+  }
+  return a[3] < b[3] ? -1 : a[3] > b[3] ? 1 : 0;
+}
