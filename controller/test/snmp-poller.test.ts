@@ -3,10 +3,20 @@ import dgram from 'node:dgram';
 import { execFileSync } from 'node:child_process';
 import pino from 'pino';
 import type { Device } from '@meridian/topology';
-import { startSnmpd } from '@meridian/ops';
 import { SnmpPoller, type InterfaceCounters, type SnmpDeviceError } from '../src/snmp-poller';
 
 const log = pino({ level: 'silent' });
+
+// @meridian/ops is loaded with require() and typed locally, not through a tsconfig reference:
+// ops (the lab) may depend on the controller, and a reference back would make a cycle.
+interface SnmpdLike {
+  readonly host: string;
+  readonly port: number;
+  readonly community: string;
+  dispose(): Promise<void>;
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { startSnmpd } = require('@meridian/ops') as { startSnmpd: () => Promise<SnmpdLike> };
 
 function has(bin: string): boolean {
   try {

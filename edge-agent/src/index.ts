@@ -9,7 +9,14 @@ export * from './agent-applier';
 export * from './controller-client';
 export * from './agent';
 export { agentCommand } from './command-agent';
-export type { AgentEventMsg, ErrorNoticeMsg, HelloMsg, PolicyAckMsg, PolicyPushMsg, WelcomeMsg } from './agent-proto';
+export type {
+  AgentEventMsg,
+  ErrorNoticeMsg,
+  HelloMsg,
+  PolicyAckMsg,
+  PolicyPushMsg,
+  WelcomeMsg,
+} from './agent-proto';
 export { meridianProtoPath } from './agent-proto';
 
 import { agentCommand } from './command-agent';
