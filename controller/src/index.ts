@@ -6,6 +6,9 @@
  * - `SnmpPoller` (snmp-poller.ts): IF-MIB counters of topology devices -> interface rates and utilisation.
  * - The gRPC contract: `PROTO_DIR`, `loadMeridianProto()`, `PROTO_LOADER_OPTIONS` and message types.
  * - The error catalog (`ControllerError`, `CTRL_ERR_*`, `statusOf()`).
+ * - Media steering (media-*.ts): `MediaGateway` (the media nodes' gRPC stream), `MediaSteering`
+ *   (placement, failover, drain), `mediaRoutes()` (sessions/nodes API, SSE events),
+ *   `attachMediaSteering(controller)` to wire them in.
  * - `commands.controller`: `meridian controller`.
  */
 export * from './errors';
@@ -24,6 +27,10 @@ export * from './policy-compiler';
 export * from './snmp-client';
 export * from './snmp-rate';
 export * from './snmp-poller';
+export * from './media-gateway';
+export * from './media-steering';
+export * from './media-routes';
+export * from './media-service';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
 export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
