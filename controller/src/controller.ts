@@ -234,6 +234,9 @@ export class Controller extends EventEmitter<ControllerEvents> {
     if (this.#state !== 'new') throw new Error(`start() in state ${this.#state}`);
     this.#state = 'starting';
     const log = this.log.child({ module: 'controller' });
+    // The store holds every link and site from the start, measured or not.
+    for (const snap of this.estimator.snapshots()) this.store.put(linkKey(snap.id), linkRecord(snap));
+    for (const p of this.gateway.agents()) this.store.put(agentKey(p.site), agentRecord(p));
     await this.store.start();
     await this.history.start();
 

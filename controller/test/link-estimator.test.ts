@@ -1,0 +1,139 @@
+import t from 'tap';
+import { LinkEstimator, type LinkChange } from '../src/index';
+import { smallTopology } from './helpers';
+
+const T0 = 1_800_000_000_000;
+
+function make(settings = {}) {
+  const e = new LinkEstimator(smallTopology(), settings);
+  const changes: LinkChange[] = [];
+  e.on('link-change', (c) => changes.push(c));
+  return { e, changes, i: e.indexOf('bj1-sh1-a') };
+}
+
+t.test('RTT EWMA, min/p50/p95 and one-way latency', async (t) => {
+  const { e, i } = make({ ewmaAlpha: 0.5 });
+  e.ingestSample(i, 'bj1', 10, -1, false, T0);
+  e.ingestSample(i, 'bj1', 20, -1, false, T0);
+  let s = e.snapshot('bj1-sh1-a')!;
+  t.equal(s.rttMs, 15, 'EWMA 10 -> 15 with alpha 1/2');
+  t.equal(s.latencyMs, 7.5, 'one-way = rtt/2 without forward times');
+  for (let k = 1; k <= 100; k++) e.ingestSample(i, 'bj1', k, -1, false, T0);
+  s = e.snapshot('bj1-sh1-a')!;
+  t.equal(s.rttMinMs, 1);
+  t.ok(s.rttP50Ms! >= 49 && s.rttP50Ms! <= 52, `p50 ${s.rttP50Ms}`);
+  t.ok(s.rttP95Ms! >= 93 && s.rttP95Ms! <= 96, `p95 ${s.rttP95Ms}`);
+  e.ingestSample(i, 'bj1', 30, 12, false, T0);
+  t.ok(e.snapshot('bj1-sh1-a')!.latencyMs! < 30, 'forward time used when given');
+  t.equal(e.snapshot('bj1-sh1-a')!.src, 'bj1');
+});
+
+t.test('jitter follows RFC 3550 J += (|D| - J)/16', async (t) => {
+  const { e, i } = make();
+  const rtts = [10, 14, 10, 14, 10];
+  let j = 0;
+  for (let k = 0; k < rtts.length; k++) {
+    e.ingestSample(i, 'bj1', rtts[k]!, -1, false, T0);
+    if (k > 0) j += (Math.abs(rtts[k]! - rtts[k - 1]!) - j) / 16;
+  }
+  t.equal(e.snapshot('bj1-sh1-a')!.jitterMs, Math.round(j * 1000) / 1000);
+  // Constant delay: jitter decays toward 0.
+  for (let k = 0; k < 200; k++) e.ingestSample(i, 'bj1', 12, -1, false, T0);
+  t.ok(e.snapshot('bj1-sh1-a')!.jitterMs! < 0.01);
+});
+
+t.test('loss over a sliding window of the last N probes', async (t) => {
+  const { e, i } = make({ lossWindow: 10, downAfterMisses: 100 });
+  for (let k = 0; k < 10; k++) e.ingestSample(i, 'bj1', 5, -1, k < 3, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 30);
+  for (let k = 0; k < 3; k++) e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0, 'old losses slid out');
+  e.ingestSample(i, 'bj1', -1, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 10, 'rtt < 0 counts as lost');
+});
+
+t.test('liveness hysteresis: down after N misses, up after M successes', async (t) => {
+  const { e, i, changes } = make({ downAfterMisses: 3, upAfterSuccesses: 2 });
+  e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, null, 'one success is not enough');
+  e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, true);
+  t.match(changes.at(-1), { id: 'bj1-sh1-a', changed: { up: true }, liveness: true });
+  e.ingestSample(i, 'bj1', 0, -1, true, T0);
+  e.ingestSample(i, 'bj1', 0, -1, true, T0);
+  e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  e.ingestSample(i, 'bj1', 0, -1, true, T0);
+  e.ingestSample(i, 'bj1', 0, -1, true, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, true, 'misses not consecutive');
+  e.ingestSample(i, 'bj1', 0, -1, true, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, false, 'third consecutive miss');
+  t.match(changes.at(-1), { changed: { up: false }, liveness: true });
+  e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, false);
+  e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, true);
+  t.equal(changes.filter((c) => c.liveness).length, 3, 'one event per transition');
+});
+
+t.test("the agent's alive verdict is honoured", async (t) => {
+  const { e } = make();
+  const stats = (alive: boolean, samples: { rttMs: number; lost: boolean }[], received = 0) => ({
+    link: 'bj1-sh1-b',
+    peerSite: 'sh1',
+    sent: samples.length || received,
+    received,
+    lost: 0,
+    reordered: 0,
+    duplicates: 0,
+    alive,
+    samples: samples.map((s, k) => ({ seq: k, sentAtUs: 0, fwdMs: -1, ...s })),
+  });
+  e.ingestLinkStats('bj1', stats(true, [], 10), T0);
+  t.equal(e.snapshot('bj1-sh1-b')!.up, true, 'counters-only report: alive brings it up');
+  t.equal(e.snapshot('bj1-sh1-b')!.samples, 10);
+  t.equal(e.snapshot('bj1-sh1-b')!.rttMs, null, 'no RTT from counters');
+  e.ingestLinkStats('bj1', stats(false, [{ rttMs: 5, lost: false }]), T0);
+  t.equal(e.snapshot('bj1-sh1-b')!.up, false, 'alive=false takes it down at once');
+});
+
+t.test('stale after silence: up null, then back', async (t) => {
+  const { e, i, changes } = make({ staleAfterMs: 1000, upAfterSuccesses: 1 });
+  t.equal(e.snapshot('bj1-sh1-a')!.stale, true, 'never measured');
+  e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, true);
+  e.tick(T0 + 500);
+  t.equal(e.snapshot('bj1-sh1-a')!.stale, false);
+  e.tick(T0 + 1500);
+  const s = e.snapshot('bj1-sh1-a')!;
+  t.equal(s.stale, true);
+  t.equal(s.up, null);
+  t.equal(s.latencyMs, null);
+  t.match(changes.at(-1), { changed: { stale: true, up: null }, liveness: true });
+  e.ingestSample(i, 'bj1', 5, -1, false, T0 + 1600);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, true);
+});
+
+t.test('metric changes are emitted by collectChanges() with epsilons', async (t) => {
+  const { e, i, changes } = make({ upAfterSuccesses: 100 });
+  e.ingestSample(i, 'bj1', 10, -1, false, T0);
+  const snaps = e.collectChanges();
+  t.same(
+    snaps.map((s) => s.id),
+    ['bj1-sh1-a'],
+  );
+  t.match(changes.at(-1), { id: 'bj1-sh1-a', changed: { latencyMs: 5 }, liveness: false });
+  const n = changes.length;
+  e.ingestSample(i, 'bj1', 10.1, -1, false, T0);
+  e.collectChanges();
+  t.equal(changes.length, n, 'below epsilon: no event');
+  t.same(e.collectChanges(), [], 'nothing dirty');
+});
+
+t.test('utilisation from SNMP: highest interface wins', async (t) => {
+  const { e } = make();
+  e.setUtilisation('bj1-sh1-a', 'r1/eth0', 20, T0);
+  e.setUtilisation('bj1-sh1-a', 'r2/eth1', 35.5, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.utilPct, 35.5);
+  e.setUtilisation('nope', 'r1/eth0', 20, T0);
+  t.equal(e.snapshot('nope'), undefined);
+});
