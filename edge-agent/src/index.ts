@@ -1,6 +1,7 @@
 export * from './policy';
 export * from './driver';
 export * from './driver-linux';
+export * from './driver-routeros';
 export * from './errors';
 export * from './probe-packet';
 export * from './probe-reflector';

@@ -1,0 +1,451 @@
+/**
+ * The RouterOS policy driver: renders a {@link SitePolicy} on a MikroTik router (RouterOS v7)
+ * through its API with node-routeros. Mapping:
+ *
+ * | policy                      | RouterOS object (comment `meridian:<key>`)                               |
+ * |-----------------------------|--------------------------------------------------------------------------|
+ * | route slot n                | `/routing/table` `mrd-<n>-p` and `mrd-<n>-b` (`fib`)                      |
+ * | primary / backup path       | `/ip/route` `dst-address=<prefix> gateway=<next hop on the first link> routing-table=mrd-<n>-p|b` |
+ * | class match × prefix        | `/ip/firewall/mangle` chains `prerouting` and `output`: `dst-address=<prefix> [dscp=<d>] [protocol= dst-port=] action=mark-routing new-routing-mark=mrd-<n>-p passthrough=no`, classes in match order, the default class last |
+ * | applied policy              | a disabled marker rule `chain=meridian-policy`, comment `meridian:policy:<hash>:<version>`, written last |
+ *
+ * Fast reroute sets `new-routing-mark` of the slot's mangle rules to `mrd-<n>-b` (one `set` per
+ * rule); re-applying an unchanged primary keeps a rerouted slot on its backup.
+ *
+ * Limits, by the platform: RouterOS has no SRv6, so a RouterOS site steers the first hop of each
+ * path only (it cannot be an SRv6 head-end, transit or decapsulating site; `localSids` are
+ * ignored). Exact multi-hop paths from a RouterOS site need the first hop to re-classify the
+ * traffic (not implemented: see the README).
+ *
+ * Everything is derived from the device: apply reads the owned objects, adds what is missing, sets
+ * what differs, removes stale ones, so it is idempotent and, after a disconnect mid-apply, simply
+ * runs again on a fresh session and completes (resuming). A `!trap` mid-apply restores the
+ * previous policy.
+ */
+import { RouterOSAPI } from 'node-routeros';
+import { routeKey, validatePolicy, type PolicyRoute, type SitePolicy } from './policy';
+import {
+  DriverError,
+  type ActivePath,
+  type ApplyOutcome,
+  type DriverSnapshot,
+  type PolicyDriver,
+  type RerouteOutcome,
+} from './driver';
+
+export interface RouterOsDriverOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly password: string;
+  /** Per command, and for connecting (default 5000 ms). */
+  readonly timeoutMs?: number;
+  /** Sessions tried for one apply before giving up (default 3). */
+  readonly attempts?: number;
+}
+
+type Row = Record<string, string>;
+type Menu = '/routing/table' | '/ip/route' | '/ip/firewall/mangle';
+const MENUS: readonly Menu[] = ['/routing/table', '/ip/route', '/ip/firewall/mangle'];
+const OWNED = 'meridian:';
+const MARKER_CHAIN = 'meridian-policy';
+
+/** One desired object: its menu, ownership key and attributes. */
+interface Desired {
+  readonly menu: Menu;
+  readonly key: string;
+  readonly attrs: Row;
+}
+
+class Disconnected extends Error {}
+
+const tableName = (slot: number, role: 'p' | 'b'): string => `mrd-${slot}-${role}`;
+
+export class RouterOsPolicyDriver implements PolicyDriver {
+  readonly kind = 'routeros' as const;
+  readonly #opts: RouterOsDriverOptions;
+  #api: RouterOSAPI | null = null;
+  #current: SitePolicy | null = null;
+  /** Sessions opened (for tests: resumption after a disconnect opens a new one). */
+  sessions = 0;
+
+  constructor(options: RouterOsDriverOptions) {
+    this.#opts = options;
+  }
+
+  get #timeout(): number {
+    return this.#opts.timeoutMs ?? 5000;
+  }
+
+  async #session(): Promise<RouterOSAPI> {
+    if (this.#api !== null && this.#api.connected) return this.#api;
+    const api = new RouterOSAPI({
+      host: this.#opts.host,
+      port: this.#opts.port,
+      user: this.#opts.user,
+      password: this.#opts.password,
+      timeout: Math.max(1, Math.ceil(this.#timeout / 1000)),
+    });
+    // A dropped session must not crash the agent: node-routeros reports it as events.
+    api.on('error', () => this.#drop(api));
+    api.on('close', () => this.#drop(api));
+    try {
+      await withTimeout(api.connect(), this.#timeout, 'connect');
+    } catch (err) {
+      this.#drop(api);
+      throw new DriverError(
+        'AGENT_ERR_DRIVER_UNREACHABLE',
+        `RouterOS API ${this.#opts.host}:${this.#opts.port}: ${errText(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    this.sessions++;
+    this.#api = api;
+    return api;
+  }
+
+  #drop(api: RouterOSAPI): void {
+    if (this.#api === api) this.#api = null;
+    api.removeAllListeners('close');
+    api.on('error', () => undefined);
+    void api.close().catch(() => undefined);
+  }
+
+  /** One command; a trap becomes DriverError(APPLY), a lost session `Disconnected`. */
+  async #cmd(path: string, words: string[] = []): Promise<Row[]> {
+    const api = await this.#session();
+    let closed: (() => void) | undefined;
+    const lost = new Promise<never>((_, rej) => {
+      closed = (): void => rej(new Disconnected('session closed'));
+      api.once('close', closed);
+      api.once('error', closed);
+    });
+    try {
+      const res = await withTimeout(Promise.race([api.write(path, words), lost]), this.#timeout, path);
+      return res as unknown as Row[];
+    } catch (err) {
+      if (err instanceof Disconnected || err instanceof TimeoutError) {
+        this.#drop(api);
+        throw new Disconnected(`${path}: ${err.message}`);
+      }
+      throw new DriverError('AGENT_ERR_DRIVER_APPLY', `RouterOS refused ${path} ${words.join(' ')}`, {
+        detail: errText(err),
+        cause: err,
+      });
+    } finally {
+      if (closed !== undefined) {
+        api.removeListener('close', closed);
+        api.removeListener('error', closed);
+      }
+      lost.catch(() => undefined);
+    }
+  }
+
+  async #owned(): Promise<Map<Menu, Row[]>> {
+    const out = new Map<Menu, Row[]>();
+    for (const menu of MENUS) {
+      const rows = await this.#cmd(`${menu}/print`);
+      out.set(
+        menu,
+        rows.filter((r) => (r['comment'] ?? '').startsWith(OWNED)),
+      );
+    }
+    return out;
+  }
+
+  #render(policy: SitePolicy, onBackup: ReadonlySet<number>): Desired[] {
+    const out: Desired[] = [];
+    const classOrder = new Map(policy.classes.map((c, i) => [c.id, i]));
+    const classById = new Map(policy.classes.map((c) => [c.id, c]));
+    const routes = [...policy.routes].sort((a, b) => {
+      const da = a.class === policy.defaultClass ? 1 : 0;
+      const db = b.class === policy.defaultClass ? 1 : 0;
+      return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0) || a.slot - b.slot;
+    });
+    for (const r of routes) {
+      for (const role of ['p', 'b'] as const) {
+        const path = role === 'p' ? r.primary : r.backup;
+        if (path === null) continue;
+        out.push({
+          menu: '/routing/table',
+          key: `t:${r.slot}:${role}`,
+          attrs: { name: tableName(r.slot, role), fib: '' },
+        });
+        for (const prefix of r.dstPrefixes) {
+          out.push({
+            menu: '/ip/route',
+            key: `r:${r.slot}:${role}:${prefix}`,
+            attrs: {
+              'dst-address': prefix,
+              gateway: path.nextHop4,
+              'routing-table': tableName(r.slot, role),
+            },
+          });
+        }
+      }
+      const m = r.class === policy.defaultClass ? undefined : classById.get(r.class)?.match;
+      const mark = tableName(r.slot, onBackup.has(r.slot) && r.backup !== null ? 'b' : 'p');
+      for (const chain of ['prerouting', 'output']) {
+        for (const prefix of r.dstPrefixes) {
+          for (const dscp of m?.dscp ?? [undefined]) {
+            const attrs: Row = {
+              chain,
+              'dst-address': prefix,
+              action: 'mark-routing',
+              'new-routing-mark': mark,
+              passthrough: 'no',
+            };
+            if (dscp !== undefined) attrs['dscp'] = String(dscp);
+            if (m?.protocol !== undefined) attrs['protocol'] = m.protocol;
+            if (m?.ports !== undefined && m.protocol !== undefined) attrs['dst-port'] = m.ports.join(',');
+            out.push({
+              menu: '/ip/firewall/mangle',
+              key: `m:${r.slot}:${chain}:${prefix}:${dscp ?? '*'}`,
+              attrs,
+            });
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  async apply(policy: SitePolicy): Promise<ApplyOutcome> {
+    const inForce = this.#current?.hash ?? null;
+    const problems = validatePolicy(policy);
+    if (problems.length > 0) {
+      const text = problems.map((p) => `${p.path}: ${p.message}`).join('; ');
+      return {
+        ok: false,
+        error: new DriverError('AGENT_ERR_POLICY_INVALID', `invalid policy: ${text}`),
+        inForce,
+      };
+    }
+    const attempts = this.#opts.attempts ?? 3;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await this.#sync(policy);
+        this.#current = policy;
+        return { ok: true, hash: policy.hash, ...r };
+      } catch (err) {
+        if (
+          err instanceof Disconnected ||
+          (err instanceof DriverError && err.code === 'AGENT_ERR_DRIVER_UNREACHABLE')
+        ) {
+          if (attempt < attempts) continue; // a fresh session resumes where the device is
+          const error =
+            err instanceof DriverError
+              ? err
+              : new DriverError(
+                  'AGENT_ERR_DRIVER_UNREACHABLE',
+                  `RouterOS session lost during apply: ${err.message}`,
+                );
+          return { ok: false, error, inForce: null };
+        }
+        const error =
+          err instanceof DriverError
+            ? err
+            : new DriverError('AGENT_ERR_DRIVER_APPLY', errText(err), { cause: err });
+        const restored = await this.#restore();
+        return { ok: false, error, inForce: restored ? inForce : null };
+      }
+    }
+  }
+
+  async #restore(): Promise<boolean> {
+    try {
+      if (this.#current !== null) await this.#sync(this.#current);
+      else await this.removeAll();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #sync(policy: SitePolicy): Promise<{ changes: number; removed: number }> {
+    const owned = await this.#owned();
+    const byKey = new Map<string, { menu: Menu; row: Row }>();
+    const duplicates: { menu: Menu; row: Row }[] = [];
+    for (const [menu, rows] of owned) {
+      for (const row of rows) {
+        const key = (row['comment'] ?? '').slice(OWNED.length);
+        if (byKey.has(key)) duplicates.push({ menu, row });
+        else byKey.set(key, { menu, row });
+      }
+    }
+    // Slots on backup stay there while their primary next hop is unchanged.
+    const onBackup = new Set<number>();
+    for (const r of policy.routes) {
+      const rule = [...byKey.entries()].find(([k]) => k.startsWith(`m:${r.slot}:`))?.[1].row;
+      const prim = byKey.get(`r:${r.slot}:p:${r.dstPrefixes[0] ?? ''}`)?.row;
+      if (rule?.['new-routing-mark'] === tableName(r.slot, 'b') && prim?.['gateway'] === r.primary.nextHop4) {
+        onBackup.add(r.slot);
+      }
+    }
+    const want = this.#render(policy, onBackup);
+    const wantKeys = new Set(want.map((d) => d.key));
+    let changes = 0;
+    for (const d of want) {
+      const have = byKey.get(d.key);
+      const comment = `${OWNED}${d.key}`;
+      if (have === undefined) {
+        await this.#cmd(`${d.menu}/add`, [...words(d.attrs), `=comment=${comment}`]);
+        changes++;
+      } else if (Object.entries(d.attrs).some(([k, v]) => (have.row[k] ?? '') !== v)) {
+        await this.#cmd(`${d.menu}/set`, [`=.id=${have.row['.id'] ?? ''}`, ...words(d.attrs)]);
+        changes++;
+      }
+    }
+    // Stale objects: mangle rules first (they reference tables), then routes, then tables.
+    let removed = 0;
+    const stale = [...byKey.entries()]
+      .filter(([k]) => !wantKeys.has(k) && !k.startsWith('policy:'))
+      .map(([, v]) => v)
+      .concat(duplicates.filter((d) => !(d.row['comment'] ?? '').startsWith(`${OWNED}policy:`)));
+    for (const menu of ['/ip/firewall/mangle', '/ip/route', '/routing/table'] as const) {
+      const ids = stale.filter((s) => s.menu === menu).map((s) => s.row['.id'] ?? '');
+      if (ids.length === 0) continue;
+      await this.#cmd(`${menu}/remove`, [`=.id=${ids.join(',')}`]);
+      removed += ids.length;
+    }
+    // The marker last: it says which policy the device carries completely.
+    const marker = `${OWNED}policy:${policy.hash}:${policy.version}`;
+    const markers = (owned.get('/ip/firewall/mangle') ?? []).filter((r) =>
+      (r['comment'] ?? '').startsWith(`${OWNED}policy:`),
+    );
+    const first = markers[0];
+    if (first === undefined) {
+      await this.#cmd('/ip/firewall/mangle/add', [
+        `=chain=${MARKER_CHAIN}`,
+        '=action=passthrough',
+        '=disabled=yes',
+        `=comment=${marker}`,
+      ]);
+      changes++;
+    } else if (first['comment'] !== marker) {
+      await this.#cmd('/ip/firewall/mangle/set', [`=.id=${first['.id'] ?? ''}`, `=comment=${marker}`]);
+      changes++;
+    }
+    if (markers.length > 1) {
+      await this.#cmd('/ip/firewall/mangle/remove', [
+        `=.id=${markers
+          .slice(1)
+          .map((r) => r['.id'] ?? '')
+          .join(',')}`,
+      ]);
+      removed += markers.length - 1;
+    }
+    return { changes: changes + removed, removed };
+  }
+
+  async read(): Promise<DriverSnapshot> {
+    let owned: Map<Menu, Row[]>;
+    try {
+      owned = await this.#owned();
+    } catch (err) {
+      throw err instanceof DriverError
+        ? err
+        : new DriverError('AGENT_ERR_DRIVER_UNREACHABLE', errText(err), { cause: err });
+    }
+    const mangle = owned.get('/ip/firewall/mangle') ?? [];
+    const marker = mangle
+      .map((r) => /^meridian:policy:([0-9a-f]{64}):(\d+)$/.exec(r['comment'] ?? ''))
+      .find((m) => m !== null);
+    const slots = new Map<number, ActivePath>();
+    for (const r of mangle) {
+      const m = /^meridian:m:(\d+):/.exec(r['comment'] ?? '');
+      if (m === null) continue;
+      const slot = Number(m[1]);
+      const active: ActivePath = (r['new-routing-mark'] ?? '').endsWith('-b') ? 'backup' : 'primary';
+      if (!slots.has(slot) || active === 'backup') slots.set(slot, active);
+    }
+    return {
+      hash: marker?.[1] ?? null,
+      version: marker?.[2] !== undefined ? Number(marker[2]) : null,
+      routes: [...slots.entries()].sort(([a], [b]) => a - b).map(([slot, active]) => ({ slot, active })),
+      objects: [...owned.values()].reduce((n, rows) => n + rows.length, 0),
+    };
+  }
+
+  #route(key: string): PolicyRoute | DriverError {
+    const r = this.#current?.routes.find((x) => routeKey(x) === key);
+    return r ?? new DriverError('AGENT_ERR_NO_ROUTE', `no route '${key}' in the applied policy`);
+  }
+
+  async #switch(key: string, role: 'p' | 'b'): Promise<RerouteOutcome> {
+    const r = this.#route(key);
+    if (r instanceof DriverError) return { ok: false, error: r };
+    if (role === 'b' && r.backup === null) {
+      return {
+        ok: false,
+        error: new DriverError('AGENT_ERR_NO_BACKUP', `route '${key}' has no backup path`),
+      };
+    }
+    try {
+      const rules = await this.#cmd('/ip/firewall/mangle/print');
+      const mine = rules.filter((x) => (x['comment'] ?? '').startsWith(`${OWNED}m:${r.slot}:`));
+      let changed = false;
+      for (const rule of mine) {
+        if (rule['new-routing-mark'] === tableName(r.slot, role)) continue;
+        await this.#cmd('/ip/firewall/mangle/set', [
+          `=.id=${rule['.id'] ?? ''}`,
+          `=new-routing-mark=${tableName(r.slot, role)}`,
+        ]);
+        changed = true;
+      }
+      return { ok: true, changed };
+    } catch (err) {
+      const error =
+        err instanceof DriverError
+          ? err
+          : new DriverError('AGENT_ERR_DRIVER_UNREACHABLE', errText(err), { cause: err });
+      return { ok: false, error };
+    }
+  }
+
+  activateBackup(key: string): Promise<RerouteOutcome> {
+    return this.#switch(key, 'b');
+  }
+
+  activatePrimary(key: string): Promise<RerouteOutcome> {
+    return this.#switch(key, 'p');
+  }
+
+  async removeAll(): Promise<void> {
+    const owned = await this.#owned();
+    for (const menu of ['/ip/firewall/mangle', '/ip/route', '/routing/table'] as const) {
+      const ids = (owned.get(menu) ?? []).map((r) => r['.id'] ?? '');
+      if (ids.length > 0) await this.#cmd(`${menu}/remove`, [`=.id=${ids.join(',')}`]);
+    }
+    this.#current = null;
+  }
+
+  async close(): Promise<void> {
+    const api = this.#api;
+    this.#api = null;
+    if (api !== null) {
+      api.removeAllListeners('close');
+      await api.close().catch(() => undefined);
+    }
+  }
+}
+
+function words(attrs: Row): string[] {
+  return Object.entries(attrs).map(([k, v]) => `=${k}=${v}`);
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+class TimeoutError extends Error {}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new TimeoutError(`${what}: no answer in ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}

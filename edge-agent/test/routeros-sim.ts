@@ -1,0 +1,317 @@
+/**
+ * A protocol-level MikroTik RouterOS API simulator (test only): a real TCP server speaking the
+ * API wire format — words with RouterOS length encoding, sentences ended by an empty word,
+ * post-6.43 `/login` (=name, =password), `.tag`, replies `!re` / `!done` / `!trap` / `!fatal` —
+ * keeping a configuration: menus `/ip/route`, `/ip/firewall/mangle`, `/routing/table`,
+ * `/ip/address`, with `add` (→ `=ret=*N`), `set`, `remove` (`=.id=*N`, comma lists), `print`
+ * (`?name=value` queries, ANDed; `=.proplist=`). Faults can be injected per command number:
+ * a `!trap`, a `!fatal` (then close), or a dropped connection without an answer.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+
+export type SimFault = 'trap' | 'fatal' | 'drop';
+
+export interface RouterOsSimOptions {
+  readonly user?: string;
+  readonly password?: string;
+}
+
+type Row = Record<string, string>;
+
+const MENUS = ['/ip/route', '/ip/firewall/mangle', '/routing/table', '/ip/address'] as const;
+
+function encodeLength(len: number): Buffer {
+  if (len < 0x80) return Buffer.from([len]);
+  if (len < 0x4000) return Buffer.from([((len >> 8) & 0xff) | 0x80, len & 0xff]);
+  if (len < 0x200000) return Buffer.from([((len >> 16) & 0xff) | 0xc0, (len >> 8) & 0xff, len & 0xff]);
+  if (len < 0x10000000) {
+    return Buffer.from([((len >> 24) & 0xff) | 0xe0, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff]);
+  }
+  return Buffer.from([0xf0, (len >> 24) & 0xff, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff]);
+}
+
+/** Encodes one sentence (words then the empty word). */
+export function encodeSentence(words: readonly string[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const w of words) {
+    const b = Buffer.from(w, 'latin1');
+    parts.push(encodeLength(b.length), b);
+  }
+  parts.push(Buffer.from([0]));
+  return Buffer.concat(parts);
+}
+
+/** Incremental decoder: feed bytes, get complete sentences. */
+export class SentenceDecoder {
+  #buf = Buffer.alloc(0);
+  #words: string[] = [];
+
+  push(chunk: Buffer): string[][] {
+    this.#buf = Buffer.concat([this.#buf, chunk]);
+    const out: string[][] = [];
+    for (;;) {
+      const b0 = this.#buf[0];
+      if (b0 === undefined) break;
+      let len: number;
+      let hdr: number;
+      if ((b0 & 0x80) === 0) [len, hdr] = [b0, 1];
+      else if ((b0 & 0xc0) === 0x80) [len, hdr] = [((b0 & 0x3f) << 8) | (this.#buf[1] ?? 0), 2];
+      else if ((b0 & 0xe0) === 0xc0)
+        [len, hdr] = [((b0 & 0x1f) << 16) | ((this.#buf[1] ?? 0) << 8) | (this.#buf[2] ?? 0), 3];
+      else if ((b0 & 0xf0) === 0xe0) {
+        [len, hdr] = [
+          (((b0 & 0x0f) << 24) |
+            ((this.#buf[1] ?? 0) << 16) |
+            ((this.#buf[2] ?? 0) << 8) |
+            (this.#buf[3] ?? 0)) >>>
+            0,
+          4,
+        ];
+      } else [len, hdr] = [this.#buf.readUInt32BE(1), 5];
+      if (this.#buf.length < hdr + len) break;
+      const word = this.#buf.subarray(hdr, hdr + len).toString('latin1');
+      this.#buf = this.#buf.subarray(hdr + len);
+      if (len === 0) {
+        out.push(this.#words);
+        this.#words = [];
+      } else this.#words.push(word);
+    }
+    return out;
+  }
+}
+
+class SimError extends Error {
+  constructor(
+    message: string,
+    readonly category = 1,
+  ) {
+    super(message);
+  }
+}
+
+/** The simulator. `config` is the live configuration (menu → rows), for assertions. */
+export class RouterOsSim {
+  readonly config = new Map<string, Row[]>(MENUS.map((m) => [m, []]));
+  /** Commands received after login, in order (for assertions). */
+  readonly log: string[] = [];
+  #nextId = 1;
+  #commandCount = 0;
+  #faults = new Map<number, SimFault>();
+  #server: Server | null = null;
+  readonly #sockets = new Set<Socket>();
+  readonly #user: string;
+  readonly #password: string;
+  port = 0;
+
+  constructor(options: RouterOsSimOptions = {}) {
+    this.#user = options.user ?? 'admin';
+    this.#password = options.password ?? 'secret';
+  }
+
+  /** Injects a fault at the Nth command (1-based, counted over all sessions, login excluded). */
+  failAt(n: number, fault: SimFault): void {
+    this.#faults.set(n, fault);
+  }
+
+  /** Commands executed so far (login excluded). */
+  get commandCount(): number {
+    return this.#commandCount;
+  }
+
+  rows(menu: string): Row[] {
+    return this.config.get(menu) ?? [];
+  }
+
+  async start(): Promise<number> {
+    const server = createServer((s) => this.#session(s));
+    this.#server = server;
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+    const addr = server.address();
+    this.port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+    return this.port;
+  }
+
+  /** Drops every open connection (the router "rebooted" its API service). */
+  dropAll(): void {
+    for (const s of this.#sockets) s.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.dropAll();
+    const server = this.#server;
+    this.#server = null;
+    if (server !== null) await new Promise<void>((res) => server.close(() => res()));
+  }
+
+  #session(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.on('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => undefined);
+    const decoder = new SentenceDecoder();
+    let loggedIn = false;
+    const send = (words: string[]): void => {
+      if (!socket.destroyed) socket.write(encodeSentence(words));
+    };
+    socket.on('data', (chunk: Buffer) => {
+      for (const sentence of decoder.push(chunk)) {
+        const [command, ...rest] = sentence;
+        if (command === undefined) continue;
+        const attrs: Row = {};
+        const queries: [string, string][] = [];
+        let tag: string | undefined;
+        for (const w of rest) {
+          if (w.startsWith('.tag=')) tag = w.slice(5);
+          else if (w.startsWith('=')) {
+            const eq = w.indexOf('=', 1);
+            if (eq < 0) attrs[w.slice(1)] = '';
+            else attrs[w.slice(1, eq)] = w.slice(eq + 1);
+          } else if (w.startsWith('?')) {
+            const eq = w.indexOf('=', 1);
+            queries.push(eq < 0 ? [w.slice(1), ''] : [w.slice(1, eq), w.slice(eq + 1)]);
+          }
+        }
+        const tagged = (words: string[]): string[] => {
+          const [head, ...tail] = words;
+          return tag === undefined ? words : [head ?? '', `.tag=${tag}`, ...tail];
+        };
+        if (command === '/login') {
+          if (attrs['name'] === this.#user && attrs['password'] === this.#password) {
+            loggedIn = true;
+            send(tagged(['!done']));
+          } else {
+            send(tagged(['!trap', '=message=invalid user name or password (6)']));
+            send(tagged(['!done']));
+          }
+          continue;
+        }
+        if (!loggedIn) {
+          send(tagged(['!fatal', 'not logged in']));
+          socket.end();
+          return;
+        }
+        this.#commandCount++;
+        this.log.push([command, ...rest.filter((w) => !w.startsWith('.tag='))].join(' '));
+        const fault = this.#faults.get(this.#commandCount);
+        if (fault === 'drop') {
+          socket.destroy();
+          return;
+        }
+        if (fault === 'fatal') {
+          send(['!fatal', 'session terminated on request']);
+          socket.end();
+          return;
+        }
+        if (fault === 'trap') {
+          send(tagged(['!trap', '=category=2', '=message=failure: simulated device error']));
+          send(tagged(['!done']));
+          continue;
+        }
+        try {
+          const replies = this.#execute(command, attrs, queries);
+          for (const r of replies) send(tagged(['!re', ...Object.entries(r).map(([k, v]) => `=${k}=${v}`)]));
+          const ret = (replies as Row[] & { ret?: string }).ret;
+          send(tagged(ret !== undefined ? ['!done', `=ret=${ret}`] : ['!done']));
+        } catch (err) {
+          const e = err instanceof SimError ? err : new SimError(String(err));
+          send(tagged(['!trap', `=category=${e.category}`, `=message=${e.message}`]));
+          send(tagged(['!done']));
+        }
+      }
+    });
+  }
+
+  #execute(command: string, attrs: Row, queries: [string, string][]): Row[] & { ret?: string } {
+    const slash = command.lastIndexOf('/');
+    const menu = command.slice(0, slash);
+    const verb = command.slice(slash + 1);
+    const rows = this.config.get(menu);
+    if (rows === undefined) throw new SimError('no such command prefix', 0);
+    const find = (id: string | undefined): Row => {
+      const row = rows.find((r) => r['.id'] === id);
+      if (row === undefined) throw new SimError('no such item');
+      return row;
+    };
+    switch (verb) {
+      case 'print': {
+        const props = attrs['.proplist']?.split(',');
+        const out = rows
+          .filter((r) => queries.every(([k, v]) => (r[k] ?? '') === v))
+          .map((r) =>
+            props === undefined
+              ? { ...r }
+              : Object.fromEntries(props.filter((p) => p in r).map((p) => [p, r[p] ?? ''])),
+          );
+        return out;
+      }
+      case 'add': {
+        this.#validate(menu, attrs, null);
+        const id = `*${(this.#nextId++).toString(16).toUpperCase()}`;
+        rows.push({ '.id': id, ...this.#defaults(menu), ...attrs });
+        const res: Row[] & { ret?: string } = [];
+        res.ret = id;
+        return res;
+      }
+      case 'set': {
+        const { '.id': id, ...change } = attrs;
+        const row = find(id);
+        this.#validate(menu, { ...row, ...change }, row);
+        Object.assign(row, change);
+        return [];
+      }
+      case 'remove': {
+        const ids = (attrs['.id'] ?? '').split(',');
+        for (const id of ids) find(id);
+        for (const id of ids)
+          rows.splice(
+            rows.findIndex((r) => r['.id'] === id),
+            1,
+          );
+        return [];
+      }
+      default:
+        throw new SimError('no such command', 0);
+    }
+  }
+
+  #defaults(menu: string): Row {
+    switch (menu) {
+      case '/ip/route':
+        return { 'routing-table': 'main', distance: '1', disabled: 'false' };
+      case '/ip/firewall/mangle':
+        return { disabled: 'false', passthrough: 'true' };
+      default:
+        return { disabled: 'false' };
+    }
+  }
+
+  #validate(menu: string, row: Row, existing: Row | null): void {
+    const tables = new Set(['main', ...this.rows('/routing/table').map((r) => r['name'] ?? '')]);
+    switch (menu) {
+      case '/routing/table': {
+        if (!row['name']) throw new SimError('failure: name must be set');
+        const dup = this.rows(menu).find((r) => r['name'] === row['name'] && r !== existing);
+        if (dup !== undefined) throw new SimError('failure: entry already exists');
+        return;
+      }
+      case '/ip/route':
+        if (!row['dst-address'] || !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(row['dst-address'])) {
+          throw new SimError('invalid value for argument dst-address');
+        }
+        if (!row['gateway']) throw new SimError('failure: gateway must be set');
+        if (row['routing-table'] !== undefined && !tables.has(row['routing-table'])) {
+          throw new SimError('input does not match any value of routing-table');
+        }
+        return;
+      case '/ip/firewall/mangle':
+        if (!row['chain'] || !row['action']) throw new SimError('failure: chain and action must be set');
+        if (row['action'] === 'mark-routing' && !tables.has(row['new-routing-mark'] ?? '')) {
+          throw new SimError('input does not match any value of new-routing-mark');
+        }
+        if (row['dscp'] !== undefined && !/^\d+$/.test(row['dscp']))
+          throw new SimError('invalid value for argument dscp');
+        return;
+      default:
+        return;
+    }
+  }
+}
