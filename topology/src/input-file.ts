@@ -33,7 +33,7 @@ export function readTextFile(path: string): { text: string } | { problem: Topolo
       return fail(
         'TOPO_ERR_TOO_LARGE',
         `${st.size} bytes`,
-        `at most ${MAX_INPUT_BYTES} bytes (16 MiB)`,
+        `at most ${MAX_INPUT_BYTES} bytes (${MAX_INPUT_BYTES / 1048576} MiB)`,
         'file too large',
       );
     }
@@ -54,7 +54,7 @@ export function readTextFile(path: string): { text: string } | { problem: Topolo
         return fail(
           'TOPO_ERR_TOO_LARGE',
           `more than ${MAX_INPUT_BYTES} bytes`,
-          `at most ${MAX_INPUT_BYTES} bytes (16 MiB)`,
+          `at most ${MAX_INPUT_BYTES} bytes (${MAX_INPUT_BYTES / 1048576} MiB)`,
           'file too large',
         );
       }

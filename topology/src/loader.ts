@@ -365,7 +365,7 @@ export function isInlineYaml(arg: string): boolean {
 }
 
 /**
- * Validates a topology file (≤ 16 MiB) and returns every problem as a value, like `checkTopology`;
+ * Validates a topology file (≤ `MAX_INPUT_BYTES`) and returns every problem as a value, like `checkTopology`;
  * an unreadable or oversized file is a problem too.
  */
 export function checkTopologyFile(path: string): TopologyCheck {

@@ -123,7 +123,7 @@ export function checkNetworkState(
   return { state: { links: out }, problems: [] };
 }
 
-/** Like `checkNetworkState`, reading a file (≤ 16 MiB). */
+/** Like `checkNetworkState`, reading a file (≤ `MAX_INPUT_BYTES`). */
 export function checkNetworkStateFile(path: string, topology?: Topology): NetworkStateCheck {
   const read = readTextFile(path);
   if ('problem' in read) return { problems: [read.problem] };
