@@ -1,0 +1,190 @@
+/**
+ * Media steering inside the real Controller (attachMediaSteering): media nodes register on the
+ * controller's own gRPC server with the agent token, the sessions API sits behind the bearer token,
+ * placement falls back to the nearest site by topology latency, and after a controller restart the
+ * nodes re-register and drop the sessions the new controller does not know.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import t from 'tap';
+import { Controller } from '../src/controller';
+import { attachMediaSteering, siteLatencies, type MediaSteeringService } from '../src/media-service';
+import { AGENT_TOKEN, API_TOKEN, eventually, quietLog, smallTopology } from './helpers';
+import { RtpReceiver, RtpSender } from './media-rtp-tools';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const CLI = path.join(ROOT, 'bin', 'meridian.js');
+const MEDIA_DIST = path.join(ROOT, 'media', 'dist', 'src', 'index.js');
+const WORKER = path.join(ROOT, 'node_modules', 'mediasoup', 'worker', 'out', 'Release', 'mediasoup-worker');
+
+const skip = !existsSync(process.env.MEDIASOUP_WORKER_BIN ?? WORKER)
+  ? `mediasoup worker not built (${WORKER}); run 'npm run build'`
+  : !existsSync(MEDIA_DIST)
+    ? `@meridian/media is not built (${MEDIA_DIST}); run 'npx tsc -b media'`
+    : undefined;
+
+async function newController(grpcPort = 0): Promise<{ c: Controller; media: MediaSteeringService }> {
+  const c = new Controller({
+    topology: smallTopology(),
+    apiToken: API_TOKEN,
+    agentToken: AGENT_TOKEN,
+    grpc: { host: '127.0.0.1', port: grpcPort },
+    http: { host: '127.0.0.1', port: 0 },
+    log: quietLog,
+  });
+  const media = attachMediaSteering(c, { agentToken: AGENT_TOKEN });
+  await c.start();
+  return { c, media };
+}
+
+t.test('site distances follow the topology latency', (t) => {
+  const d = siteLatencies(smallTopology());
+  t.equal(d('bj1', 'bj1'), 0);
+  t.equal(d('bj1', 'sh1'), 10);
+  t.equal(d('sh1', 'sh2'), 10);
+  t.equal(d('bj1', 'nowhere'), Infinity);
+  t.end();
+});
+
+if (skip !== undefined) {
+  console.log(`# SKIP media controller tests: ${skip}`);
+} else {
+  const procs: ChildProcess[] = [];
+  let ctl: { c: Controller; media: MediaSteeringService };
+  const api = (p: string, init: RequestInit = {}, token: string | null = API_TOKEN) =>
+    fetch(`http://127.0.0.1:${ctl.c.ports.http}/api/v1${p}`, {
+      ...init,
+      headers: {
+        ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+        ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+    });
+  const startNode = (id: string, site: string, token = AGENT_TOKEN): ChildProcess => {
+    const child = spawn(
+      process.execPath,
+      [
+        CLI,
+        'media',
+        '--node',
+        id,
+        '--site',
+        site,
+        '--controller',
+        `127.0.0.1:${ctl.c.ports.grpc}`,
+        '--workers',
+        '1',
+      ],
+      {
+        env: { ...process.env, MERIDIAN_AGENT_TOKEN: token, MERIDIAN_LOG_LEVEL: 'warn' },
+        stdio: ['ignore', 'ignore', 'ignore'],
+      },
+    );
+    procs.push(child);
+    return child;
+  };
+
+  t.before(async () => {
+    ctl = await newController();
+    startNode('n-bj', 'bj1');
+    startNode('n-sh', 'sh1');
+    await eventually(
+      () => ctl.media.gateway.nodes().filter((n) => n.connected).length === 2,
+      20000,
+      'two media nodes',
+    );
+  });
+  t.teardown(async () => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    await ctl.c.stop();
+  });
+
+  t.test('the media API needs the bearer token', async (t) => {
+    t.equal((await api('/media/nodes', {}, null)).status, 401);
+    const r = await api('/media/nodes');
+    t.equal(r.status, 200);
+    const body = (await r.json()) as { nodes: Array<{ id: string; site: string; healthy: boolean }> };
+    t.same(body.nodes.map((n) => `${n.id}@${n.site}:${n.healthy}`).sort(), [
+      'n-bj@bj1:true',
+      'n-sh@sh1:true',
+    ]);
+  });
+
+  t.test('a session to a site without a node is placed at the nearest one and carries RTP', async (t) => {
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 1234, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+    });
+    const r = await api('/media/sessions', {
+      method: 'POST',
+      body: JSON.stringify({
+        ingressSite: 'bj1',
+        egressSite: 'sh2',
+        codec: 'opus',
+        payloadType: 111,
+        ssrc: 1234,
+        sink: sinkTuple,
+      }),
+    });
+    t.equal(r.status, 201);
+    const s = (await r.json()) as {
+      id: string;
+      ingress: { ip: string; port: number };
+      nodes: string[];
+      sites: string[];
+    };
+    t.same(s.nodes, ['n-bj', 'n-sh']);
+    t.same(s.sites, ['bj1', 'sh1'], 'sh2 has no node: the egress is at sh1, 10 ms away');
+    sender.start(s.ingress);
+    await sink.waitFor(20);
+    t.pass('RTP at the sink');
+    const bad = await api('/media/sessions', {
+      method: 'POST',
+      body: JSON.stringify({ ingressSite: 'bj1' }),
+    });
+    t.equal(bad.status, 400);
+    sender.stop();
+  });
+
+  t.test('a media node with a wrong token is refused', async (t) => {
+    const p = startNode('n-bad', 'bj1', 'wrong-token');
+    const code = await new Promise<number | null>((resolve) => p.once('exit', resolve));
+    t.equal(code, 1, 'the node exits 1');
+    t.notOk(ctl.media.gateway.node('n-bad'), 'never registered');
+  });
+
+  t.test('after a controller restart nodes re-register and drop sessions it does not know', async (t) => {
+    const grpcPort = ctl.c.ports.grpc;
+    await ctl.c.stop();
+    ctl = await newController(grpcPort);
+    await eventually(
+      () => ctl.media.gateway.nodes().filter((n) => n.connected).length === 2,
+      20000,
+      're-registration',
+    );
+    await eventually(
+      () => ctl.media.gateway.nodes().every((n) => n.load !== undefined && n.load.sessions === 0),
+      10000,
+      'announced sessions dropped',
+    );
+    t.pass('both nodes re-registered and tore down the unknown session');
+    const r = await api('/media/sessions', {
+      method: 'POST',
+      body: JSON.stringify({
+        ingressSite: 'sh1',
+        egressSite: 'bj1',
+        codec: 'pcmu',
+        payloadType: 0,
+        ssrc: 5,
+        sink: { ip: '127.0.0.1', port: 9 },
+      }),
+    });
+    t.equal(r.status, 201, 'the restarted controller steers new sessions');
+  });
+}
