@@ -11,6 +11,8 @@
  *   `attachMediaSteering(controller)` to wire them in.
  * - `commands.controller`: `meridian controller`.
  */
+import { controllerCommand } from './command-controller';
+
 export * from './errors';
 export * from './proto';
 export * from './probe-plan';
@@ -23,6 +25,7 @@ export * from './history-writer';
 export * from './history-writer-influx';
 export * from './http-server';
 export * from './controller';
+export { parseHostPort, resolveTokens, tokensFilePath } from './command-controller';
 export * from './policy-compiler';
 export * from './snmp-client';
 export * from './snmp-rate';
@@ -33,4 +36,6 @@ export * from './media-routes';
 export * from './media-service';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
-export const commands: Record<string, (argv: string[]) => Promise<number>> = {};
+export const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  controller: controllerCommand,
+};
