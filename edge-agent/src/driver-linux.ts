@@ -95,10 +95,6 @@ function run(cmd: string, args: readonly string[], input?: string): Promise<Exec
   });
 }
 
-function pathSignature(p: PathState): string {
-  return `${p.outIf}|${p.segments.join(',')}`;
-}
-
 export class LinuxPolicyDriver implements PolicyDriver {
   readonly kind = 'linux' as const;
   readonly #netns: string | undefined;
@@ -183,8 +179,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
         String(ROUTE_PROTO),
       ]);
       for (const r of routes) {
-        const dst = normDst(String(r['dst']), family);
-        const table = String(r['table'] ?? 'main');
+        const dst = normDst(str(r['dst']), family);
+        const table = str(r['table']) || 'main';
         out.set(`${family}|${table}|${dst}`, kernelSignature(r));
       }
     }
@@ -216,7 +212,10 @@ export class LinuxPolicyDriver implements PolicyDriver {
     }
     const snapshotRoutes = [...slots.entries()]
       .sort(([a], [b]) => a - b)
-      .map(([slot, s]) => ({ slot, active: (s.p ? 'primary' : s.b ? 'backup' : 'none') as ActivePath }));
+      .map(([slot, s]): { slot: number; active: ActivePath } => ({
+        slot,
+        active: s.p ? 'primary' : s.b ? 'backup' : 'none',
+      }));
     return {
       hash: m?.[1] ?? null,
       version: m?.[2] !== undefined ? Number(m[2]) : null,
@@ -599,13 +598,17 @@ export class LinuxPolicyDriver implements PolicyDriver {
 
 /** A route from `ip -j -d route show`, reduced to what the driver compares. */
 function kernelSignature(r: Record<string, unknown>): string {
-  const dev = String(r['dev'] ?? '');
+  const dev = str(r['dev']);
   switch (r['encap']) {
     case 'seg6':
       return `seg6|${(r['segs'] as string[] | undefined)?.join(',') ?? ''}|${dev}`;
     case 'seg6local':
-      return `${String(r['action'])}|${String(r['nh6'] ?? r['nh4'] ?? '')}|${dev}`;
+      return `${str(r['action'])}|${str(r['nh6']) || str(r['nh4'])}|${dev}`;
     default:
       return `plain|${dev}`;
   }
+}
+
+function str(v: unknown): string {
+  return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : '';
 }

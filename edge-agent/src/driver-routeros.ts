@@ -124,7 +124,7 @@ export class RouterOsPolicyDriver implements PolicyDriver {
     });
     try {
       const res = await withTimeout(Promise.race([api.write(path, words), lost]), this.#timeout, path);
-      return res as unknown as Row[];
+      return res;
     } catch (err) {
       if (err instanceof Disconnected || err instanceof TimeoutError) {
         this.#drop(api);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Route, Topology, Path } from '@meridian/topology';
 import { compilePolicies } from '@meridian/controller';
 import { defaultAddressingPlan, labDown, labFault, labPrerequisites, labUp } from '@meridian/ops';
-import { LinuxPolicyDriver, policyHash, type SitePolicy } from '../src/index';
+import { LinuxPolicyDriver, policyHash } from '../src/index';
 
 const link = (id: string, a: string, b: string, latencyMs: number) => ({
   id,
@@ -145,16 +145,16 @@ t.test('Linux driver on a namespace lab', async (t) => {
   const policies = compilePolicies(topology, routes, plan);
   const drivers = new Map<string, LinuxPolicyDriver>();
   for (const s of ['a', 'b', 'c', 'd']) drivers.set(s, new LinuxPolicyDriver({ netns: `mrd-${s}` }));
-  const pa = policies.get('a')! as SitePolicy;
+  const pa = policies.get('a')!;
 
   await t.test('policies apply in every namespace', async (t) => {
     for (const [site, d] of drivers) {
-      const r = await d.apply(policies.get(site)! as SitePolicy);
+      const r = await d.apply(policies.get(site)!);
       t.ok(r.ok, `applied at ${site}: ${r.ok ? '' : r.error.message + ' ' + String(r.error.detail)}`);
     }
   });
 
-  await t.test('voice and bulk take exactly their computed paths', async (t) => {
+  await t.test('voice and bulk take exactly their computed paths', (t) => {
     let before = txCounters();
     t.equal(ping('a', '10.4.0.1', 0xb8), 20, 'voice a>d answered');
     let d = delta(before, txCounters());
@@ -168,6 +168,7 @@ t.test('Linux driver on a namespace lab', async (t) => {
     for (const k of ['a:ml0', 'b:ml3', 'd:ml3', 'b:ml0']) t.ok(d[k]! >= 20, `${k} carried bulk (${d[k]})`);
     for (const k of ['b:ml2', 'c:ml4', 'a:ml1', 'c:ml1']) t.ok(d[k]! <= 2, `${k} idle (${d[k]})`);
     t.equal(ping('a', '10.44.7.7', 0xb8, 3), 0, 'second prefix of d is routed but has no host (no answer)');
+    t.end();
   });
 
   await t.test('link down on the primary: backup activation moves the traffic', async (t) => {
@@ -244,7 +245,7 @@ t.test('Linux driver on a namespace lab', async (t) => {
     // A newer policy without the bulk route: its rules and tables go.
     const { version: _v, hash: _h, ...content } = pa;
     const smaller = { ...content, routes: pa.routes.filter((x) => x.class !== 'bulk') };
-    const p2 = { ...smaller, version: 2, hash: policyHash(smaller) } as SitePolicy;
+    const p2 = { ...smaller, version: 2, hash: policyHash(smaller) };
     const r3 = await fresh.apply(p2);
     t.ok(r3.ok && r3.removed > 0, 'bulk state removed');
     const n = ping('a', '10.4.0.1', 0xb8, 5);
@@ -260,14 +261,14 @@ t.test('Linux driver on a namespace lab', async (t) => {
     const { version: _v, hash: _h, ...content } = pa;
     const noIf = { ...content, interfaces: content.interfaces.map((i) => ({ ...i, ifName: 'nope0' })) };
     const noIfRoutes = { ...noIf, routes: [], localSids: [] };
-    const r2 = await d.apply({ ...noIfRoutes, version: 3, hash: policyHash(noIfRoutes) } as SitePolicy);
+    const r2 = await d.apply({ ...noIfRoutes, version: 3, hash: policyHash(noIfRoutes) });
     t.equal(r2.ok ? '' : r2.error.code, 'AGENT_ERR_POLICY_INVALID', 'missing interface');
     // Valid schema, but the kernel refuses it (malformed SID): rolled back to the previous policy.
     const bogus = {
       ...content,
       localSids: [...content.localSids, { sid: 'fc00:::1', action: 'End.DX4' as const }],
     };
-    const r3 = await d.apply({ ...bogus, version: 4, hash: policyHash(bogus) } as SitePolicy);
+    const r3 = await d.apply({ ...bogus, version: 4, hash: policyHash(bogus) });
     t.equal(r3.ok ? '' : r3.error.code, 'AGENT_ERR_DRIVER_APPLY', 'device refusal is typed');
     t.equal(r3.ok ? null : r3.inForce, pa.hash, 'previous policy reported in force');
     t.equal((await d.read()).hash, pa.hash, 'device still carries the previous policy');

@@ -86,7 +86,7 @@ const pa = compilePolicies(topology, routes, plan).get('a') as SitePolicy;
 const withoutBulkToB = (() => {
   const { version: _v, hash: _h, ...content } = pa;
   const c = { ...content, routes: pa.routes.filter((r) => !(r.class === 'bulk' && r.dst === 'b')) };
-  return { ...c, version: 2, hash: policyHash(c) } as SitePolicy;
+  return { ...c, version: 2, hash: policyHash(c) };
 })();
 
 /** The configuration without `.id`s, sorted: what two equal applies must agree on. */
@@ -120,7 +120,7 @@ async function setup(t: {
   return { sim, driver };
 }
 
-t.test('wire format: lengths of every size round-trip', async (t) => {
+t.test('wire format: lengths of every size round-trip', (t) => {
   const dec = new SentenceDecoder();
   const words = [
     '/x',
@@ -134,6 +134,7 @@ t.test('wire format: lengths of every size round-trip', async (t) => {
   const got: string[][] = [];
   for (let i = 0; i < bytes.length; i += 7777) got.push(...dec.push(bytes.subarray(i, i + 7777)));
   t.same(got, [words]);
+  t.end();
 });
 
 t.test('apply renders the documented mapping and is idempotent', async (t) => {
@@ -199,14 +200,12 @@ t.test('fast reroute switches the marks; re-apply keeps the backup; stale and fo
   sim.config
     .get('/ip/firewall/mangle')!
     .push({ '.id': '*F00', chain: 'forward', action: 'accept', comment: 'operator rule' });
-  sim.config
-    .get('/ip/route')!
-    .push({
-      '.id': '*F01',
-      'dst-address': '10.99.0.0/24',
-      gateway: '1.1.1.1',
-      comment: 'meridian:r:999:p:10.99.0.0/24',
-    });
+  sim.config.get('/ip/route')!.push({
+    '.id': '*F01',
+    'dst-address': '10.99.0.0/24',
+    gateway: '1.1.1.1',
+    comment: 'meridian:r:999:p:10.99.0.0/24',
+  });
   const r = await driver.apply(withoutBulkToB);
   t.ok(r.ok && r.removed > 1, 'stale objects removed');
   t.ok(

@@ -209,7 +209,7 @@ export class RouterOsSim {
         try {
           const replies = this.#execute(command, attrs, queries);
           for (const r of replies) send(tagged(['!re', ...Object.entries(r).map(([k, v]) => `=${k}=${v}`)]));
-          const ret = (replies as Row[] & { ret?: string }).ret;
+          const ret = replies.ret;
           send(tagged(ret !== undefined ? ['!done', `=ret=${ret}`] : ['!done']));
         } catch (err) {
           const e = err instanceof SimError ? err : new SimError(String(err));

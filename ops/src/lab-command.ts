@@ -47,7 +47,7 @@ export function parseFault(args: readonly string[]): LabFault {
   const extra = (n: number): void => {
     if (args.length > n) throw new OpsError('OPS_ERR_BAD_ARGS', `unexpected '${args.slice(n).join(' ')}'`);
   };
-  switch (kind) {
+  switch (kind ?? '') {
     case 'down':
     case 'up':
     case 'clear':
@@ -70,7 +70,7 @@ export function parseFault(args: readonly string[]): LabFault {
 export async function labCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   try {
-    switch (sub) {
+    switch (sub ?? '') {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
@@ -122,7 +122,7 @@ export async function labCommand(argv: string[]): Promise<number> {
       }
       default:
         process.stderr.write(`${USAGE}\n`);
-        return sub === undefined || sub === '--help' ? (sub === undefined ? 2 : 0) : 2;
+        return sub === '--help' || sub === 'help' ? 0 : 2;
     }
   } catch (err) {
     if (err instanceof OpsError) {

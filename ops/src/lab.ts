@@ -156,7 +156,7 @@ export function emulatorRequest(
       try {
         resolve(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
       } catch (err) {
-        reject(err as Error);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
     c.on('error', (err) => {
