@@ -441,10 +441,15 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       } else if (wasEgress) {
         const newOut = this.#pick(s.request.egressSite, excluded, this.#gw.node(s.ingressNode));
         if (newOut === undefined) throw new Error(`no node for egress site ${s.request.egressSite}`);
-        await this.#gw.order(s.ingressNode, s.id, { closePipeOut: { peer: failed } });
+        // The old pipe-out only stands in the way when the same node is chosen again (its worker
+        // restarted); otherwise it is dropped after the new path carries RTP, off the critical path.
+        if (newOut.id === failed)
+          await this.#gw.order(s.ingressNode, s.id, { closePipeOut: { peer: failed } });
         if (newOut.id !== s.ingressNode) await this.#pipe(s.id, s.ingressNode, newOut.id);
         await this.#step(newOut.id, s.id, { createEgress: { sink: s.request.sink } });
         s.egressNode = newOut.id;
+        if (newOut.id !== failed)
+          void this.#gw.order(s.ingressNode, s.id, { closePipeOut: { peer: failed } });
       }
       s.status = 'active';
       s.moves += 1;
