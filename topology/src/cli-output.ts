@@ -45,3 +45,19 @@ export function jsonNumber(n: number): number {
 export function writeProblems(heading: string, problems: readonly TopologyProblem[]): void {
   process.stderr.write(`${heading}\n${problems.map((p) => `  ${p.message}\n`).join('')}`);
 }
+
+let pipeGuard = false;
+
+/**
+ * Writes command output to stdout. A reader that goes away early (`meridian routes | head`) is
+ * normal use, not an error: EPIPE is swallowed instead of crashing with an unhandled 'error' event.
+ */
+export function writeStdout(text: string): void {
+  if (!pipeGuard) {
+    pipeGuard = true;
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') process.stderr.write(`meridian: cannot write output: ${err.message}\n`);
+    });
+  }
+  process.stdout.write(text);
+}

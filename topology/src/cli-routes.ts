@@ -3,7 +3,7 @@
  * aligned table or as JSON (the `{"routes":[...]}` contract of issue 2 §4).
  */
 import { parseArgs } from 'node:util';
-import { formatNumber, formatTable, jsonNumber, writeProblems } from './cli-output';
+import { formatNumber, formatTable, jsonNumber, writeProblems, writeStdout } from './cli-output';
 import { checkTopologyFile } from './loader';
 import { REFERENCE_TOPOLOGY_PATH } from './reference-topology';
 import { computeRoutes, type SitePair } from './route-compute';
@@ -249,8 +249,6 @@ function run(argv: readonly string[]): number {
     }
     throw err;
   }
-  process.stdout.write(
-    opts.json === true ? `${JSON.stringify(routesJson(routes))}\n` : routesTable(topology, routes),
-  );
+  writeStdout(opts.json === true ? `${JSON.stringify(routesJson(routes))}\n` : routesTable(topology, routes));
   return 0;
 }

@@ -1,6 +1,6 @@
 /** `meridian validate FILE`: check a topology file; print a summary (exit 0) or every problem (exit 2). */
 import { parseArgs } from 'node:util';
-import { writeProblems } from './cli-output';
+import { writeProblems, writeStdout } from './cli-output';
 import { checkTopologyFile } from './loader';
 
 const USAGE = `usage: meridian validate FILE
@@ -47,7 +47,7 @@ export function validateCommand(argv: readonly string[]): Promise<number> {
     return Promise.resolve(2);
   }
   const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? '' : noun.endsWith('s') ? 'es' : 's'}`;
-  process.stdout.write(
+  writeStdout(
     `${file}: ok — ${count(topo.sites.length, 'site')}, ${count(topo.links.length, 'link')}, ` +
       `${count(topo.classes.length, 'class')}, ${count(topo.devices.length, 'device')}\n`,
   );

@@ -217,7 +217,7 @@ function keyWarnings(src: LocatedValue, root: Obj): TopologyProblem[] {
       if (known.includes(key)) continue;
       const guess = closest(key, known);
       if (guess === undefined) continue;
-      const { line, column } = src.locate([...path, key]);
+      const { line, column } = src.locate([...path, key], true);
       warnings.push(
         makeProblem(
           'TOPO_WARN_UNKNOWN_KEY',

@@ -62,7 +62,7 @@ export function checkNetworkState(
     value,
     locate:
       parsed.source !== undefined && parsed.problems.length === 0
-        ? (path) => parsed.source!.locate(path)
+        ? (path, atKey) => parsed.source!.locate(path, atKey)
         : () => ({ line: 1, column: 1 }),
   };
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
@@ -89,7 +89,7 @@ export function checkNetworkState(
     for (const id of Object.keys(links)) {
       if (ids.has(id)) continue;
       const path = ['links', id];
-      const { line, column } = src.locate(path);
+      const { line, column } = src.locate(path, true);
       const guess = closest(id, known);
       problems.push(
         makeProblem(

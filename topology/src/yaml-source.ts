@@ -23,8 +23,11 @@ export const MAX_ALIAS_COUNT = 1000;
 export interface LocatedValue {
   readonly file: string;
   readonly value: unknown;
-  /** 1-based line/column of the deepest existing node along `path`. */
-  locate(path: readonly PathSegment[]): { line: number; column: number };
+  /**
+   * 1-based line/column of the deepest existing node along `path` (of the key itself, rather than
+   * its value, with `atKey`).
+   */
+  locate(path: readonly PathSegment[], atKey?: boolean): { line: number; column: number };
 }
 
 /** `['links', 3, 'b']` → `links[3].b`; keys that are not plain words are quoted. */
@@ -129,7 +132,15 @@ export function parseYamlSource(
   const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > MAX_INPUT_BYTES) {
     return {
-      problems: [tooLarge(file, 1, 1, `${bytes} bytes`, `at most ${MAX_INPUT_BYTES} bytes (${MAX_INPUT_BYTES / 1048576} MiB)`)],
+      problems: [
+        tooLarge(
+          file,
+          1,
+          1,
+          `${bytes} bytes`,
+          `at most ${MAX_INPUT_BYTES} bytes (${MAX_INPUT_BYTES / 1048576} MiB)`,
+        ),
+      ],
     };
   }
   const nesting = estimateNesting(text);
@@ -214,11 +225,11 @@ export function parseYamlSource(
       ],
     };
   }
-  const locate = (path: readonly PathSegment[]): { line: number; column: number } => {
+  const locate = (path: readonly PathSegment[], atKey = false): { line: number; column: number } => {
     let node: unknown = doc.contents;
     let offset = (doc.contents as Node | null)?.range?.[0] ?? 0;
     let throughAlias = false;
-    for (const seg of path) {
+    for (const [depth, seg] of path.entries()) {
       if (isAlias(node)) {
         node = node.resolve(doc);
         throughAlias = true; // keep pointing at the alias: that is where the user wrote it
@@ -231,8 +242,11 @@ export function parseYamlSource(
         next = pair.value;
         const v = pair.value as Node | null;
         const k = pair.key as Node | null;
+        const keyOffset = k?.range?.[0] ?? undefined;
         nextOffset =
-          v?.range != null && !(isScalar(v) && v.value === null) ? v.range[0] : (k?.range?.[0] ?? undefined);
+          (atKey && depth === path.length - 1) || v?.range == null || (isScalar(v) && v.value === null)
+            ? keyOffset
+            : v.range[0];
       } else if (isSeq(node) && typeof seg === 'number') {
         next = node.items[seg];
         if (next === undefined) break;

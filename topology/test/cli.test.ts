@@ -317,5 +317,15 @@ t.test('routes: bad flags and unknown ids exit 2 with a clear message', (t) => {
     t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
   t.equal(meridian('routes', '--help').code, 0);
+  // a reader that stops early (`| head`) is normal use: no EPIPE crash
+  const piped = spawnSync(
+    'sh',
+    ['-c', `"${process.execPath}" "${BIN}" routes --json | head -c 1 >/dev/null`],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+    },
+  );
+  t.equal(piped.stderr, '', 'nothing on stderr when the reader goes away');
   t.end();
 });

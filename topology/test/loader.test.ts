@@ -564,6 +564,9 @@ t.test('warnings for likely typos of known keys', (t) => {
     [['TOPO_WARN_UNKNOWN_KEY', 'links[0].jiterMs']],
   );
   t.match(r.warnings[0]!.message, "did you mean 'jitterMs'?");
+  const text = doc({ links: LINKS.replace('jitterMs: 1', 'jiterMs: 1') });
+  const w = checkTopology(text, 'w.yaml').warnings[0]!;
+  t.same({ line: w.line, column: w.column }, pos(text, 'jiterMs'), 'points at the key');
   t.end();
 });
 
