@@ -256,6 +256,43 @@ if (skip !== undefined) {
     sender.stop();
   });
 
+  t.test('a worker killed inside the egress node: the session is rebuilt and RTP resumes', async (t) => {
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 321, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+    });
+    const res = await post({
+      ingressSite: 'bj1',
+      egressSite: 'sh1',
+      codec: 'opus',
+      payloadType: 111,
+      ssrc: 321,
+      sink: sinkTuple,
+    });
+    t.equal(res.statusCode, 201, res.body);
+    const s = res.json<{ id: string; ingress: { ip: string; port: number }; nodes: string[] }>();
+    sender.start(s.ingress);
+    await sink.waitFor(10);
+    const egress = gateway.node(s.nodes[1] as string);
+    await waitUntil('a load report with the session', () => (egress?.load?.sessions ?? 0) >= 1);
+    const pid = egress?.load?.workers[0]?.pid ?? 0;
+    t.ok(pid > 0, 'worker pid from the load report');
+    const moves = steering.get(s.id)?.moves ?? 0;
+    const killedAt = Date.now();
+    process.kill(pid, 'SIGKILL');
+    await waitUntil('re-steer after the worker death', () => (steering.get(s.id)?.moves ?? 0) > moves);
+    await waitUntil('RTP after the worker death', () => sink.packets.some((p) => p.at > killedAt + 100));
+    t.equal(steering.get(s.id)?.status, 'active');
+    console.log(`# worker death: largest gap at the sink ${maxGapAfter(sink.packets, killedAt - 40)} ms`);
+    const del = await app.inject({ method: 'DELETE', url: `/api/v1/media/sessions/${s.id}` });
+    t.equal(del.statusCode, 204);
+    sender.stop();
+  });
+
   t.test('draining the egress node moves the session without a long gap', async (t) => {
     const alive = gateway
       .nodes()
