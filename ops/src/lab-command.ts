@@ -47,20 +47,21 @@ export function parseFault(args: readonly string[]): LabFault {
   const extra = (n: number): void => {
     if (args.length > n) throw new OpsError('OPS_ERR_BAD_ARGS', `unexpected '${args.slice(n).join(' ')}'`);
   };
-  switch (kind ?? '') {
+  const k = kind ?? '';
+  switch (k) {
     case 'down':
     case 'up':
     case 'clear':
       extra(1);
-      return { kind };
+      return { kind: k };
     case 'loss':
       extra(2);
-      return { kind, pct: num(a, 'PCT', 100) };
+      return { kind: k, pct: num(a, 'PCT', 100) };
     case 'delay':
       if (rest.length > 0) extra(3);
       return b === undefined
-        ? { kind, ms: num(a, 'MS', 60000) }
-        : { kind, ms: num(a, 'MS', 60000), jitterMs: num(b, 'JITTER_MS', 60000) };
+        ? { kind: k, ms: num(a, 'MS', 60000) }
+        : { kind: k, ms: num(a, 'MS', 60000), jitterMs: num(b, 'JITTER_MS', 60000) };
     default:
       throw new OpsError('OPS_ERR_BAD_ARGS', `unknown fault '${kind ?? ''}'\n${USAGE}`);
   }
