@@ -18,6 +18,7 @@ const Id = (description: string): TSchema => Type.String({ minLength: 1, descrip
 const NonNegative = (description: string): TSchema => Type.Number({ minimum: 0, description });
 const Percent = (description: string): TSchema => Type.Number({ minimum: 0, maximum: 100, description });
 
+/** `sites[]`: id, kind, optional region and IPv4 prefixes. */
 export const SiteSchema = Type.Object({
   id: Id('site id'),
   kind: oneOf(SITE_KINDS, 'site kind'),
@@ -27,6 +28,7 @@ export const SiteSchema = Type.Object({
   ),
 });
 
+/** `links[]`: an undirected link with its nominal metrics (jitter, loss default 0, cost 1). */
 export const LinkSchema = Type.Object({
   id: Id('link id'),
   a: Id('site id'),
@@ -39,18 +41,21 @@ export const LinkSchema = Type.Object({
   cost: Type.Optional(NonNegative('cost')),
 });
 
+/** `classes[].sla`: the three bounds a feasible path must meet. */
 export const SlaSchema = Type.Object({
   maxLatencyMs: NonNegative('one-way latency bound in ms'),
   maxJitterMs: NonNegative('jitter bound in ms'),
   maxLossPct: Percent('loss bound in percent'),
 });
 
+/** `classes[].match`: how traffic is recognised (DSCP, protocol, destination ports). */
 export const ClassMatchSchema = Type.Object({
   dscp: Type.Optional(Type.Array(Type.Integer({ minimum: 0, maximum: 63, description: 'DSCP value' }))),
   protocol: Type.Optional(oneOf(['udp', 'tcp'], 'protocol')),
   ports: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 65535, description: 'port' }))),
 });
 
+/** `classes[]`: an application class, its SLA, objective, utilisation limit and priority. */
 export const ClassSchema = Type.Object({
   id: Id('class id'),
   sla: SlaSchema,
@@ -62,6 +67,7 @@ export const ClassSchema = Type.Object({
   match: Type.Optional(ClassMatchSchema),
 });
 
+/** `devices[].snmp`: SNMP v2c polling target (port defaults to 161). */
 export const SnmpSchema = Type.Object({
   host: Type.String({ minLength: 1, description: 'SNMP agent host' }),
   port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'UDP port' })),
@@ -69,11 +75,13 @@ export const SnmpSchema = Type.Object({
   version: Type.Optional(oneOf(['2c'], 'SNMP version')),
 });
 
+/** `devices[].interfaces[]`: which interface carries which topology link. */
 export const DeviceInterfaceSchema = Type.Object({
   ifName: Type.String({ minLength: 1, description: 'interface name' }),
   link: Id('link id'),
 });
 
+/** `devices[]`: a router at a site, its driver and how to reach it. */
 export const DeviceSchema = Type.Object({
   id: Id('device id'),
   site: Id('site id'),
@@ -96,6 +104,7 @@ export const TopologyFileSchema = Type.Object({
   devices: Type.Optional(Type.Array(DeviceSchema, { description: 'devices' })),
 });
 
+/** One link's measured state; any subset of the fields. */
 export const LinkStateSchema = Type.Object({
   up: Type.Optional(Type.Boolean({ description: 'link up' })),
   latencyMs: Type.Optional(NonNegative('measured one-way latency in ms')),
