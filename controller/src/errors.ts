@@ -33,6 +33,10 @@ const CATALOG = {
   CTRL_ERR_BAD_OPTION: { http: 400, grpc: GrpcStatus.INVALID_ARGUMENT },
   /** The controller is stopping; the request or stream is refused. */
   CTRL_ERR_SHUTTING_DOWN: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  /** No healthy media node with free capacity can take the session (at or near the requested site). */
+  CTRL_ERR_MEDIA_NO_CAPACITY: { http: 503, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
+  /** A media node refused or failed an order while a session was being built (reason in the message). */
+  CTRL_ERR_MEDIA_STEERING: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   /** A bug: an invariant broke. Logged with its stack. */
   CTRL_ERR_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL },
 } as const satisfies Record<string, { http: number; grpc: GrpcStatus }>;

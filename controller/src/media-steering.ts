@@ -20,6 +20,7 @@ import * as net from 'node:net';
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Logger } from 'pino';
+import type { ControllerErrorCode } from './errors';
 import type {
   MediaGateway,
   MediaNodeRecord,
@@ -93,7 +94,7 @@ export interface MediaEvent {
 /** A refused request: HTTP status, stable code, message. */
 export interface SteeringError {
   status: 400 | 404 | 503;
-  code: string;
+  code: ControllerErrorCode;
   message: string;
 }
 
