@@ -17,6 +17,7 @@ import {
   type LinkProbeView,
   type LivenessChange,
   type ProbeEngineCounters,
+  type ProbeEngineOptions,
   type ProbePlan,
   type ProbeReport,
 } from './probe-engine';
@@ -37,6 +38,8 @@ export interface EdgeAgentOptions {
   readonly backoff?: BackoffOptions;
   /** Path of meridian.proto; default the one in @meridian/controller. */
   readonly protoPath?: string;
+  /** Probe engine knobs (see {@link ProbeEngineOptions}). */
+  readonly probe?: Pick<ProbeEngineOptions, 'probeBytes' | 'reportOnLivenessChange'>;
 }
 
 export type EdgeAgentEvents = {
@@ -134,7 +137,11 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
     if (this.#engine) return;
     this.#endpoint = await this.#reflector.start();
     const wildcard = this.#endpoint.host === '0.0.0.0' || this.#endpoint.host === '::';
-    const engine = new ProbeEngine({ log: this.#log, bindHost: wildcard ? undefined : this.#endpoint.host });
+    const engine = new ProbeEngine({
+      ...this.#opts.probe,
+      log: this.#log,
+      bindHost: wildcard ? undefined : this.#endpoint.host,
+    });
     try {
       await engine.start();
     } catch (err) {

@@ -143,6 +143,11 @@ export interface ProbeEngineOptions {
   readonly log: Logger;
   /** Probe size in bytes (header plus padding); default the header only. */
   readonly probeBytes?: number;
+  /**
+   * Send a report at once when a link's liveness changes (default true). False gives the naive
+   * "report on the timer only" behaviour, kept as the detection benchmark's baseline.
+   */
+  readonly reportOnLivenessChange?: boolean;
 }
 
 const RECENT = 4096;
@@ -478,6 +483,6 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
     this.#log.info(change, up ? 'link up' : 'link down');
     this.emit('liveness', change);
     // The controller must hear about it now, not at the next report tick.
-    this.flushReport();
+    if (this.#opts.reportOnLivenessChange !== false) this.flushReport();
   }
 }
