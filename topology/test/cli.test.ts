@@ -117,22 +117,33 @@ t.test('routes --json: every ordered pair and class, exactly the contract fields
   t.same(Object.keys(JSON.parse(r.stdout) as object), ['routes']);
   const routes = routesOf(r.stdout);
   t.equal(routes.length, 10 * 9 * 5, '90 ordered pairs × 5 classes');
+  // One assertion per property over all 450 routes (not 10,000 tiny ones): the failures list says which.
   const seen = new Set<string>();
+  const bad: string[] = [];
+  const check = (ok: boolean, what: string) => {
+    if (!ok) bad.push(what);
+  };
   for (const route of routes) {
-    t.same(Object.keys(route), ROUTE_KEYS);
-    seen.add(`${route.class} ${route.src} ${route.dst}`);
-    t.not(route.src, route.dst);
-    t.ok(['ok', 'degraded', 'unreachable'].includes(route.status));
+    const name = `${route.class} ${route.src}->${route.dst}`;
+    check(JSON.stringify(Object.keys(route)) === JSON.stringify(ROUTE_KEYS), `${name}: route keys`);
+    seen.add(name);
+    check(route.src !== route.dst, `${name}: src = dst`);
+    check(['ok', 'degraded', 'unreachable'].includes(route.status), `${name}: status`);
+    check(
+      route.status === 'unreachable' ? route.primary === null : route.primary !== null,
+      `${name}: primary`,
+    );
     for (const p of [route.primary, route.backup]) {
       if (p === null) continue;
-      t.same(Object.keys(p), PATH_KEYS);
-      t.equal(p.sites[0], route.src);
-      t.equal(p.sites[p.sites.length - 1], route.dst);
-      t.equal(p.links.length, p.hops);
-      t.equal(p.sites.length, p.hops + 1);
-      for (const k of ['latencyMs', 'jitterMs', 'lossPct', 'cost'] as const) t.equal(typeof p[k], 'number');
+      check(JSON.stringify(Object.keys(p)) === JSON.stringify(PATH_KEYS), `${name}: path keys`);
+      check(p.sites[0] === route.src && p.sites[p.sites.length - 1] === route.dst, `${name}: ends`);
+      check(p.links.length === p.hops && p.sites.length === p.hops + 1, `${name}: hops`);
+      for (const k of ['latencyMs', 'jitterMs', 'lossPct', 'cost'] as const) {
+        check(typeof p[k] === 'number' && Number.isFinite(p[k]), `${name}: ${k}`);
+      }
     }
   }
+  t.same(bad, [], 'every route has exactly the contract shape');
   t.equal(seen.size, routes.length, 'no duplicates');
   // With --topology naming the reference file, the output is the same.
   t.equal(meridian('routes', '--topology', REFERENCE, '--json').stdout, r.stdout);
@@ -258,6 +269,30 @@ t.test('routes --state: measured state overrides nominal values', (t) => {
   );
   t.notOk(v2!.primary!.links.includes('bj-a.sh-a.leased'));
   t.ok(v2!.primary!.latencyMs < 40);
+
+  // both links of a branch too lossy for voice: degraded with a best-effort primary; sync still ok
+  const lossy = file(
+    'lossy.json',
+    JSON.stringify({
+      links: { 'edge-hz.sh-a.mpls': { lossPct: 5 }, 'edge-hz.sh-b.internet': { lossPct: 3 } },
+    }),
+  );
+  const deg = routesOf(
+    meridian('routes', '--from', 'edge-hz', '--to', 'bj-a', '--state', lossy, '--json').stdout,
+  );
+  t.same(
+    deg.map((r) => [r.class, r.status]),
+    [
+      ['voice', 'degraded'],
+      ['video', 'degraded'],
+      ['signaling', 'degraded'],
+      ['api', 'degraded'],
+      ['sync', 'ok'],
+    ],
+  );
+  t.ok(deg[0]!.primary !== null && deg[0]!.primary.lossPct > 1, 'best effort breaks the loss bound');
+  // loss combines: 100 × (1 − 0.97 × 0.994) = 3.582, printed without float noise
+  t.equal(deg[4]!.primary!.lossPct, 3.582);
   t.end();
 });
 
