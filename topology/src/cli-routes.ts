@@ -177,6 +177,7 @@ function run(argv: readonly string[]): number {
 
   const topoFile = opts.topology ?? REFERENCE_TOPOLOGY_PATH;
   const checked = checkTopologyFile(topoFile);
+  for (const w of checked.warnings) process.stderr.write(`warning: ${w.message}\n`);
   const topology = checked.topology;
   if (topology === undefined) {
     const n = checked.problems.length;
