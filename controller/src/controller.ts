@@ -83,6 +83,8 @@ export interface ControllerOptions {
   readonly maxMessageBytes?: number;
   /** Control loop period: staleness, change events, store writes (default 100 ms). */
   readonly tickIntervalMs?: number;
+  /** Link state is written to the store at most this often per link (default 250 ms; liveness at once). */
+  readonly storeIntervalMs?: number;
   /** One `link_probe` point per reported link per this period (default 1000 ms). */
   readonly historyIntervalMs?: number;
   readonly redis?: { readonly flushIntervalMs?: number };
@@ -135,6 +137,8 @@ export class Controller extends EventEmitter<ControllerEvents> {
   #http: FastifyInstance | undefined;
   #tickTimer: NodeJS.Timeout | undefined;
   #lastHistory = 0;
+  #lastSave = 0;
+  readonly #unsaved = new Set<string>();
   #lastPresence = 0;
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new';
   #ports = { grpc: 0, http: 0 };
@@ -359,7 +363,16 @@ export class Controller extends EventEmitter<ControllerEvents> {
   #tick(): void {
     const now = Date.now();
     this.estimator.tick(now);
-    for (const s of this.estimator.collectChanges()) this.store.put(linkKey(s.id), linkRecord(s));
+    for (const id of this.estimator.collectChanges()) this.#unsaved.add(id);
+    // Full snapshots (percentiles sort the RTT window) only at the store's pace, not every tick.
+    if (now - this.#lastSave >= (this.#opts.storeIntervalMs ?? 250) || this.#state !== 'running') {
+      this.#lastSave = now;
+      for (const id of this.#unsaved) {
+        const snap = this.estimator.snapshot(id);
+        if (snap) this.store.put(linkKey(id), linkRecord(snap));
+      }
+      this.#unsaved.clear();
+    }
     const historyEvery = this.#opts.historyIntervalMs ?? 1000;
     if (now - this.#lastHistory >= historyEvery) {
       this.#lastHistory = now;

@@ -35,7 +35,7 @@ export interface EstimatorSettings {
 
 export const DEFAULT_ESTIMATOR_SETTINGS: EstimatorSettings = {
   ewmaAlpha: 0.125,
-  rttWindow: 256,
+  rttWindow: 128,
   lossWindow: 100,
   downAfterMisses: 3,
   upAfterSuccesses: 3,
@@ -318,25 +318,43 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
 
   /**
    * Emits `link-change` for every link whose metrics moved by more than the epsilons since the last
-   * event, and returns the snapshots of all links touched since the previous call (to persist).
+   * event, and returns the ids of all links touched since the previous call (to persist). Cheap:
+   * the full snapshot (with percentiles) is built only for links that emit.
    */
-  collectChanges(): LinkSnapshot[] {
+  collectChanges(): string[] {
     const dirty = this.#dirty;
     if (dirty.length === 0) return [];
     this.#dirty = [];
     const eps = this.settings.changeEpsilon;
-    const out: LinkSnapshot[] = [];
+    const out: string[] = [];
     for (const c of dirty) {
       c.dirty = false;
-      const snap = this.#snapshot(c);
-      out.push(snap);
+      out.push(c.id);
+      const latencyMs = c.stale ? null : nullable(this.#latency(c));
+      const jitterMs = c.stale ? null : nullable(c.jitter);
+      const lossPct = c.stale || c.lossFill === 0 ? null : round3((c.lossCount / c.lossFill) * 100);
+      const utilPct = nullable(this.#util(c));
       const changed: { -readonly [K in keyof LinkChangedFields]: LinkChangedFields[K] } = {};
       const e = c.emitted;
-      if (moved(e.latencyMs, snap.latencyMs, eps.latencyMs)) changed.latencyMs = snap.latencyMs;
-      if (moved(e.jitterMs, snap.jitterMs, eps.jitterMs)) changed.jitterMs = snap.jitterMs;
-      if (moved(e.lossPct, snap.lossPct, eps.lossPct)) changed.lossPct = snap.lossPct;
-      if (moved(e.utilPct, snap.utilPct, eps.utilPct)) changed.utilPct = snap.utilPct;
-      if (Object.keys(changed).length > 0) {
+      let any = false;
+      if (moved(e.latencyMs, latencyMs, eps.latencyMs)) {
+        changed.latencyMs = latencyMs;
+        any = true;
+      }
+      if (moved(e.jitterMs, jitterMs, eps.jitterMs)) {
+        changed.jitterMs = jitterMs;
+        any = true;
+      }
+      if (moved(e.lossPct, lossPct, eps.lossPct)) {
+        changed.lossPct = lossPct;
+        any = true;
+      }
+      if (moved(e.utilPct, utilPct, eps.utilPct)) {
+        changed.utilPct = utilPct;
+        any = true;
+      }
+      if (any) {
+        const snap = this.#snapshot(c);
         this.#remember(c, snap);
         this.emit('link-change', { id: c.id, changed, state: snap, liveness: false });
       }
@@ -382,6 +400,16 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     };
   }
 
+  #latency(c: LinkCell): number {
+    return c.lastFwdKnown && !Number.isNaN(c.fwdEwma) ? c.fwdEwma : c.rttEwma / 2;
+  }
+
+  #util(c: LinkCell): number {
+    let util = NaN;
+    if (c.util) for (const v of c.util.values()) util = Number.isNaN(util) || v > util ? v : util;
+    return util;
+  }
+
   #snapshot(c: LinkCell): LinkSnapshot {
     let min = NaN;
     let p50 = NaN;
@@ -392,9 +420,8 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       p50 = sorted[Math.min(sorted.length - 1, Math.floor(0.5 * (sorted.length - 1) + 0.5))]!;
       p95 = sorted[Math.min(sorted.length - 1, Math.ceil(0.95 * sorted.length) - 1)]!;
     }
-    let util = NaN;
-    if (c.util) for (const v of c.util.values()) util = Number.isNaN(util) || v > util ? v : util;
-    const latency = c.lastFwdKnown && !Number.isNaN(c.fwdEwma) ? c.fwdEwma : c.rttEwma / 2;
+    const util = this.#util(c);
+    const latency = this.#latency(c);
     return {
       id: c.id,
       a: c.a,

@@ -116,11 +116,7 @@ t.test('stale after silence: up null, then back', async (t) => {
 t.test('metric changes are emitted by collectChanges() with epsilons', async (t) => {
   const { e, i, changes } = make({ upAfterSuccesses: 100 });
   e.ingestSample(i, 'bj1', 10, -1, false, T0);
-  const snaps = e.collectChanges();
-  t.same(
-    snaps.map((s) => s.id),
-    ['bj1-sh1-a'],
-  );
+  t.same(e.collectChanges(), ['bj1-sh1-a']);
   t.match(changes.at(-1), { id: 'bj1-sh1-a', changed: { latencyMs: 5 }, liveness: false });
   const n = changes.length;
   e.ingestSample(i, 'bj1', 10.1, -1, false, T0);
