@@ -31,7 +31,37 @@ export interface IfCountersPoint {
   readonly timestamp: number;
 }
 
-export type HistoryPoint = LinkProbePoint | IfCountersPoint;
+/** One media session's quality (media steering, about once a second). */
+export interface MediaSessionPoint {
+  readonly measurement: 'media_session';
+  readonly tags: { readonly session: string; readonly ingress_node: string; readonly egress_node: string };
+  readonly fields: {
+    readonly mos: number;
+    readonly loss_pct: number;
+    readonly jitter_ms: number;
+    readonly delay_ms: number;
+    readonly packets: number;
+  };
+  readonly timestamp: number;
+}
+
+/** One media node's load (on each load report). */
+export interface MediaNodePoint {
+  readonly measurement: 'media_node';
+  readonly tags: { readonly node: string; readonly site: string };
+  readonly fields: {
+    readonly sessions: number;
+    readonly free_sessions: number;
+    readonly cpu_pct: number;
+    readonly transports: number;
+    readonly producers: number;
+    readonly consumers: number;
+    readonly workers_alive: number;
+  };
+  readonly timestamp: number;
+}
+
+export type HistoryPoint = LinkProbePoint | IfCountersPoint | MediaSessionPoint | MediaNodePoint;
 
 export interface HistoryStats {
   /** Points waiting to be written. */

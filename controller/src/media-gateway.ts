@@ -34,6 +34,8 @@ export interface MediaLegHealthMsg {
   packetRate: number;
   silentMs: number;
   sampledAtMs: number;
+  packetsLost: number;
+  jitterMs: number;
 }
 
 export interface MediaWorkerLoadMsg {

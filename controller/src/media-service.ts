@@ -7,7 +7,8 @@
 import type { Topology } from '@meridian/topology';
 import type { Logger } from 'pino';
 import type { Controller } from './controller';
-import { MediaGateway } from './media-gateway';
+import type { HistoryWriter } from './history-writer';
+import { MediaGateway, type MediaNodeRecord } from './media-gateway';
 import { mediaRoutes } from './media-routes';
 import { MediaSteering } from './media-steering';
 
@@ -44,6 +45,77 @@ export function siteLatencies(topology: Topology): (from: string, to: string) =>
 export interface MediaSteeringService {
   gateway: MediaGateway;
   steering: MediaSteering;
+  /** Stops the history writer timer (the controller's stop() closes the rest). */
+  close(): void;
+}
+
+/**
+ * Writes `media_node` on every load report and `media_session` (quality) every `intervalMs` to the
+ * controller's history (InfluxDB, or the embedded buffer). Returns a stop function.
+ */
+export function writeMediaHistory(
+  history: HistoryWriter,
+  gateway: MediaGateway,
+  steering: MediaSteering,
+  intervalMs = 1000,
+): () => void {
+  const onLoad = (n: MediaNodeRecord): void => {
+    const l = n.load;
+    if (l === undefined) return;
+    let cpu = 0;
+    let transports = 0;
+    let producers = 0;
+    let consumers = 0;
+    let alive = 0;
+    for (const w of l.workers) {
+      cpu += w.cpuPercent;
+      transports += w.transports;
+      producers += w.producers;
+      consumers += w.consumers;
+      if (w.alive) alive += 1;
+    }
+    history.write({
+      measurement: 'media_node',
+      tags: { node: n.id, site: n.site },
+      fields: {
+        sessions: l.sessions,
+        free_sessions: l.freeSessions,
+        cpu_pct: cpu,
+        transports,
+        producers,
+        consumers,
+        workers_alive: alive,
+      },
+      timestamp: Date.now(),
+    });
+  };
+  gateway.on('load', onLoad);
+  const timer = setInterval(() => {
+    const now = Date.now();
+    for (const s of steering.list()) {
+      history.write({
+        measurement: 'media_session',
+        tags: {
+          session: s.id,
+          ingress_node: s.nodes[0] ?? '',
+          egress_node: s.nodes[s.nodes.length - 1] ?? '',
+        },
+        fields: {
+          mos: s.quality.mos,
+          loss_pct: s.quality.lossPct,
+          jitter_ms: s.quality.jitterMs,
+          delay_ms: s.quality.delayMs,
+          packets: s.legs.filter((l) => l.kind === 'egress').reduce((n, l) => n + l.packets, 0),
+        },
+        timestamp: now,
+      });
+    }
+  }, intervalMs);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    gateway.off('load', onLoad);
+  };
 }
 
 /** Wires media steering into a controller (before `start()`). */
@@ -64,5 +136,14 @@ export function attachMediaSteering(
   late.steering = steering;
   controller.addGrpcService(gateway.definition, gateway.implementation);
   controller.addHttpPlugin(mediaRoutes(steering));
-  return { gateway, steering };
+  const stopHistory = writeMediaHistory(controller.history, gateway, steering);
+  return {
+    gateway,
+    steering,
+    close: () => {
+      stopHistory();
+      steering.close();
+      gateway.close();
+    },
+  };
 }

@@ -21,6 +21,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Logger } from 'pino';
 import type { ControllerErrorCode } from './errors';
+import { combineLossPct, eModel, type QualityEstimate } from './media-quality';
 import type {
   MediaGateway,
   MediaNodeRecord,
@@ -57,6 +58,8 @@ export interface MediaLegView {
   state: string;
   packets: number;
   packetRate: number;
+  packetsLost: number;
+  jitterMs: number;
 }
 
 export interface MediaSessionView {
@@ -69,6 +72,8 @@ export interface MediaSessionView {
   moves: number;
   createdAt: string;
   legs: MediaLegView[];
+  /** E-model estimate from the receiving legs' loss and jitter and the path delay. */
+  quality: QualityEstimate;
   lastError?: string;
 }
 
@@ -103,7 +108,10 @@ export type Outcome<T> = { ok: true; value: T } | { ok: false; error: SteeringEr
 export interface MediaSteeringOptions {
   gateway: MediaGateway;
   log: Logger;
-  /** Distance between two sites (voice-route latency, hops...); default 0 for the same site, 1 otherwise. */
+  /**
+   * Distance between two sites, in ms of one-way latency (also the path delay of the quality
+   * estimate); default 0 for the same site, 1 otherwise.
+   */
   distance?: (fromSite: string, toSite: string) => number;
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
   drainGraceMs?: number;
@@ -550,6 +558,8 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       for (const l of n?.legs.values() ?? []) {
         if (l.sessionId === s.id)
           legs.push({
+            packetsLost: l.packetsLost,
+            jitterMs: l.jitterMs,
             node: id,
             kind: l.kind,
             peer: l.peer,
@@ -569,9 +579,23 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       moves: s.moves,
       createdAt: new Date(s.createdAt).toISOString(),
       legs,
+      quality: this.#quality(s, legs),
     };
     if (s.lastError !== undefined) view.lastError = s.lastError;
     return view;
+  }
+
+  #quality(s: SessionRecord, legs: MediaLegView[]): QualityEstimate {
+    const inbound = legs.filter((l) => l.kind === 'ingress' || l.kind === 'pipe-in');
+    const a = this.#gw.node(s.ingressNode)?.site ?? s.request.ingressSite;
+    const b = this.#gw.node(s.egressNode)?.site ?? s.request.egressSite;
+    const path = this.#distance(a, b);
+    return eModel({
+      codec: s.request.codec,
+      pathDelayMs: Number.isFinite(path) ? path : 0,
+      lossPct: combineLossPct(inbound),
+      jitterMs: inbound.reduce((m, l) => Math.max(m, l.jitterMs), 0),
+    });
   }
 
   #publish(ev: MediaEvent): void {

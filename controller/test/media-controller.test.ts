@@ -144,6 +144,29 @@ if (skip !== undefined) {
     sender.start(s.ingress);
     await sink.waitFor(20);
     t.pass('RTP at the sink');
+    await eventually(
+      async () => {
+        const v = (await (await api(`/media/sessions/${s.id}`)).json()) as {
+          legs: Array<{ kind: string; packets: number }>;
+          quality: { mos: number; delayMs: number; lossPct: number };
+        };
+        return v.legs.some((l) => l.kind === 'ingress' && l.packets > 0) && v.quality.mos > 4 ? v : undefined;
+      },
+      10000,
+      'session legs and quality',
+    );
+    const history = ctl.c.history as unknown as {
+      recent(): Array<{ measurement: string; tags: Record<string, string> }>;
+    };
+    await eventually(
+      () => history.recent().some((p) => p.measurement === 'media_session' && p.tags.session === s.id),
+      5000,
+      'a media_session point',
+    );
+    t.ok(
+      history.recent().some((p) => p.measurement === 'media_node' && p.tags.node === 'n-bj'),
+      'media_node points',
+    );
     const bad = await api('/media/sessions', {
       method: 'POST',
       body: JSON.stringify({ ingressSite: 'bj1' }),

@@ -353,6 +353,8 @@ function toPbHealth(h: LegHealth): PbLegHealth {
     packetRate: h.packetRate,
     silentMs: h.silentMs,
     sampledAtMs: h.sampledAt,
+    packetsLost: h.packetsLost,
+    jitterMs: h.jitterMs,
   };
 }
 

@@ -19,6 +19,21 @@ export interface Tuple {
   port: number;
 }
 
+/** What the RTP monitor samples from a leg. */
+export interface LegCounters {
+  packets: number;
+  lost: number;
+  jitterMs: number;
+}
+
+/** RTP clock rate of a mime type as mediasoup reports it in stats (0 when unknown). */
+function clockRateOf(mimeType: string): number {
+  const m = mimeType.toLowerCase();
+  if (m === 'audio/opus') return 48000;
+  if (m === 'audio/pcmu' || m === 'audio/pcma') return 8000;
+  return 0;
+}
+
 export const MEDIA_LEG_KINDS = ['ingress', 'pipe-in', 'pipe-out', 'egress'] as const;
 export type MediaLegKind = (typeof MEDIA_LEG_KINDS)[number];
 
@@ -142,24 +157,32 @@ export class MediaLeg extends EventEmitter<MediaLegEvents> {
   }
 
   /**
-   * RTP packets counted by the leg so far: received by its producer (ingress, pipe-in) or sent by
-   * its consumer (pipe-out, egress). 0 before the first packet, or when nothing is attached.
+   * RTP counters of the leg so far: packets received by its producer (ingress, pipe-in) or sent by
+   * its consumer (pipe-out, egress); for receiving legs also packets lost and interarrival jitter
+   * (RFC 3550, converted from RTP timestamp units to ms). Zeros before the first packet.
    */
-  async packetCount(): Promise<number> {
-    if (this.#closed) return 0;
+  async counters(): Promise<LegCounters> {
+    if (this.#closed) return { packets: 0, lost: 0, jitterMs: 0 };
     if (this.#producer !== undefined) {
       const stats = await this.#producer.getStats();
-      let sum = 0;
-      for (const s of stats) sum += s.packetCount;
-      return sum;
+      let packets = 0;
+      let lost = 0;
+      let jitterMs = 0;
+      for (const s of stats) {
+        packets += s.packetCount;
+        lost += Math.max(0, s.packetsLost);
+        const rate = clockRateOf(s.mimeType);
+        jitterMs = Math.max(jitterMs, rate > 0 ? (s.jitter * 1000) / rate : 0);
+      }
+      return { packets, lost, jitterMs };
     }
     if (this.#consumer !== undefined) {
       const stats = await this.#consumer.getStats();
-      let sum = 0;
-      for (const s of stats) if (s.type === 'outbound-rtp') sum += s.packetCount;
-      return sum;
+      let packets = 0;
+      for (const s of stats) if (s.type === 'outbound-rtp') packets += s.packetCount;
+      return { packets, lost: 0, jitterMs: 0 };
     }
-    return 0;
+    return { packets: 0, lost: 0, jitterMs: 0 };
   }
 
   /** Number of producers and consumers the leg holds (for load reports). */

@@ -131,6 +131,8 @@ export interface PbLegHealth {
   packetRate: number;
   silentMs: number;
   sampledAtMs: number;
+  packetsLost: number;
+  jitterMs: number;
 }
 
 export interface PbHealthReport {

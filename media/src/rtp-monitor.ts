@@ -23,6 +23,10 @@ export interface LegHealth {
   stalled: boolean;
   /** Packets counted by the leg since it was created. */
   packets: number;
+  /** Packets lost before this leg (receiving legs: ingress, pipe-in), since it was created. */
+  packetsLost: number;
+  /** Interarrival jitter seen by a receiving leg (ms). */
+  jitterMs: number;
   /** Packets per second over the rate window. */
   packetRate: number;
   /** Milliseconds since the counter last moved (0 while flowing; since creation when idle). */
@@ -54,6 +58,8 @@ interface Watched {
   leg: MediaLeg;
   state: LegState;
   packets: number;
+  lost: number;
+  jitterMs: number;
   /** (time, count) samples inside the rate window, oldest first. */
   history: Array<[number, number]>;
   lastChangeAt: number;
@@ -100,6 +106,8 @@ export class RtpMonitor extends EventEmitter<RtpMonitorEvents> {
       leg,
       state: 'idle',
       packets: 0,
+      lost: 0,
+      jitterMs: 0,
       history: [],
       lastChangeAt: now,
       createdAt: now,
@@ -150,14 +158,17 @@ export class RtpMonitor extends EventEmitter<RtpMonitorEvents> {
   async #sample(): Promise<void> {
     const entries = [...this.#watched.values()];
     const counts = await Promise.all(
-      entries.map((w) => w.leg.packetCount().catch(() => undefined)), // a leg closing mid-poll
+      entries.map((w) => w.leg.counters().catch(() => undefined)), // a leg closing mid-poll
     );
     if (this.#closed) return;
     const now = Date.now();
     const round: LegHealth[] = [];
     entries.forEach((w, i) => {
-      const count = counts[i];
-      if (count === undefined || w.leg.closed || !this.#watched.has(w.leg)) return;
+      const c = counts[i];
+      if (c === undefined || w.leg.closed || !this.#watched.has(w.leg)) return;
+      const count = c.packets;
+      w.lost = c.lost;
+      w.jitterMs = c.jitterMs;
       if (count !== w.packets) {
         w.packets = count;
         w.lastChangeAt = now;
@@ -197,6 +208,8 @@ export class RtpMonitor extends EventEmitter<RtpMonitorEvents> {
       state: w.state,
       stalled: w.state === 'stalled',
       packets: w.packets,
+      packetsLost: w.lost,
+      jitterMs: Math.round(w.jitterMs * 100) / 100,
       packetRate: Math.round(packetRate * 10) / 10,
       silentMs: w.state === 'flowing' ? 0 : now - w.lastChangeAt,
       sampledAt: now,
