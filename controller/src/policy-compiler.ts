@@ -66,6 +66,7 @@ export interface CompiledSitePolicy {
     match?: { dscp?: number[]; protocol?: 'udp' | 'tcp'; ports?: number[] };
   }[];
   defaultClass: string | null;
+  pathProbePortBase: number | null;
   localSids: (
     | { sid: string; action: 'End.X'; link: string; outIf: string; nextHop6: string }
     | { sid: string; action: 'End.DX4' }
@@ -89,6 +90,9 @@ export interface CompiledPath {
   nextHop6: string;
   segments: string[];
 }
+
+/** Default UDP source port base of per-path probes (see the agent's `pathProbePort`). */
+export const DEFAULT_PATH_PROBE_PORT_BASE = 50000;
 
 const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
@@ -163,6 +167,7 @@ export function compilePolicies(
   topology: Topology,
   routes: readonly Route[],
   plan: AddressingPlan,
+  options: { pathProbePortBase?: number | null } = {},
 ): Map<string, CompiledSitePolicy> {
   const sites = [...topology.sites].sort(byId);
   const classesSorted = [...topology.classes].sort(byId);
@@ -255,6 +260,8 @@ export function compilePolicies(
       interfaces,
       classes,
       defaultClass,
+      pathProbePortBase:
+        options.pathProbePortBase === undefined ? DEFAULT_PATH_PROBE_PORT_BASE : options.pathProbePortBase,
       localSids,
       routes: siteRoutes,
     };

@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process';
 import {
   BASE_RULE_PREF,
   MARK_BASE,
+  PROBE_MARK_BASE,
   ROUTE_PROTO,
   TABLE_BASE,
   routeKey,
@@ -74,6 +75,8 @@ const PREF_MAX = 29999;
 const primaryTable = (slot: number): number => TABLE_BASE + 2 * slot;
 const backupTable = (slot: number): number => TABLE_BASE + 2 * slot + 1;
 const markOf = (slot: number): number => MARK_BASE + slot;
+const probeMarkOf = (slot: number, role: 'p' | 'b'): number =>
+  PROBE_MARK_BASE + 2 * slot + (role === 'b' ? 1 : 0);
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 function normDst(dst: string, family: Family): string {
@@ -203,7 +206,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
     const m = comment !== null ? /^meridian:([0-9a-f]{64}):(\d+)$/.exec(comment) : null;
     const slots = new Map<number, { p: boolean; b: boolean }>();
     for (const r of rules) {
-      if (r.family !== 4 || r.fwmark === null) continue;
+      if (r.family !== 4 || r.fwmark === null || r.fwmark >= PROBE_MARK_BASE) continue;
       const slot = r.fwmark - MARK_BASE;
       const s = slots.get(slot) ?? { p: false, b: false };
       if (r.table === primaryTable(slot)) s.p = true;
@@ -273,6 +276,24 @@ export class LinuxPolicyDriver implements PolicyDriver {
           table: primaryTable(r.slot),
         });
       }
+      if (policy.pathProbePortBase !== null) {
+        for (const family of [4, 6] as const) {
+          rules.push({
+            family,
+            pref: primaryTable(r.slot),
+            fwmark: probeMarkOf(r.slot, 'p'),
+            table: primaryTable(r.slot),
+          });
+          if (r.backup !== null) {
+            rules.push({
+              family,
+              pref: backupTable(r.slot),
+              fwmark: probeMarkOf(r.slot, 'b'),
+              table: backupTable(r.slot),
+            });
+          }
+        }
+      }
       if (r.backup !== null) {
         encapRoutes(backupTable(r.slot), r.dstPrefixes, r.backup);
         for (const family of [4, 6] as const) {
@@ -326,6 +347,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
       return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0) || a.slot - b.slot;
     });
     const lines: string[] = [];
+    // Path probes first: their source port pins the path, whatever their DSCP.
+    if (policy.pathProbePortBase !== null) {
+      for (const r of ordered) {
+        const base = policy.pathProbePortBase + 2 * r.slot;
+        lines.push(`    udp sport ${base} meta mark set ${hex(probeMarkOf(r.slot, 'p'))} accept`);
+        if (r.backup !== null)
+          lines.push(`    udp sport ${base + 1} meta mark set ${hex(probeMarkOf(r.slot, 'b'))} accept`);
+      }
+    }
     for (const r of ordered) {
       const cls = classById.get(r.class);
       const conds = [`ip daddr { ${r.dstPrefixes.join(', ')} }`];
@@ -425,11 +455,13 @@ export class LinuxPolicyDriver implements PolicyDriver {
       const prefix = r.dstPrefixes[0] ?? '';
       const sig = haveRoutes.get(`4|${primaryTable(r.slot)}|${prefix}`);
       if (!p && b && r.backup !== null && sig === `seg6|${r.primary.segments.join(',')}|${r.primary.outIf}`) {
-        onBackup.add(primaryTable(r.slot));
+        onBackup.add(markOf(r.slot));
       }
     }
     const ruleKey = (r: RuleSpec): string => `${r.family}|${r.pref}|${r.fwmark ?? '-'}|${r.table}`;
-    const wantRules = want.rules.filter((r) => !onBackup.has(r.pref));
+    const wantRules = want.rules.filter(
+      (r) => !(r.fwmark !== null && onBackup.has(r.fwmark) && r.pref === r.table && r.pref % 2 === 0),
+    );
     const wantRuleKeys = new Set(wantRules.map(ruleKey));
     const haveRuleKeys = new Set<string>();
     const ruleSpec = (r: RuleSpec): string =>

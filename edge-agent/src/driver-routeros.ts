@@ -7,6 +7,7 @@
  * | route slot n                | `/routing/table` `mrd-<n>-p` and `mrd-<n>-b` (`fib`)                      |
  * | primary / backup path       | `/ip/route` `dst-address=<prefix> gateway=<next hop on the first link> routing-table=mrd-<n>-p|b` |
  * | class match × prefix        | `/ip/firewall/mangle` chains `prerouting` and `output`: `dst-address=<prefix> [dscp=<d>] [protocol= dst-port=] action=mark-routing new-routing-mark=mrd-<n>-p passthrough=no`, classes in match order, the default class last |
+ * | path probes (UDP source port) | chain `output`: `protocol=udp src-port=<port> action=mark-routing new-routing-mark=mrd-<n>-p|b`, first |
  * | applied policy              | a disabled marker rule `chain=meridian-policy`, comment `meridian:policy:<hash>:<version>`, written last |
  *
  * Fast reroute sets `new-routing-mark` of the slot's mangle rules to `mrd-<n>-b` (one `set` per
@@ -164,6 +165,27 @@ export class RouterOsPolicyDriver implements PolicyDriver {
       const db = b.class === policy.defaultClass ? 1 : 0;
       return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0) || a.slot - b.slot;
     });
+    // Path probes first (chain output: the agent sends them): the source port pins the path.
+    if (policy.pathProbePortBase !== null) {
+      for (const r of routes) {
+        for (const role of ['p', 'b'] as const) {
+          if (role === 'b' && r.backup === null) continue;
+          const port = policy.pathProbePortBase + 2 * r.slot + (role === 'b' ? 1 : 0);
+          out.push({
+            menu: '/ip/firewall/mangle',
+            key: `pp:${r.slot}:${role}`,
+            attrs: {
+              chain: 'output',
+              protocol: 'udp',
+              'src-port': String(port),
+              action: 'mark-routing',
+              'new-routing-mark': tableName(r.slot, role),
+              passthrough: 'no',
+            },
+          });
+        }
+      }
+    }
     for (const r of routes) {
       for (const role of ['p', 'b'] as const) {
         const path = role === 'p' ? r.primary : r.backup;
@@ -287,7 +309,12 @@ export class RouterOsPolicyDriver implements PolicyDriver {
     const want = this.#render(policy, onBackup);
     const wantKeys = new Set(want.map((d) => d.key));
     let changes = 0;
-    for (const d of want) {
+    // Tables before the routes and rules that name them.
+    const rank = (m: Menu): number => MENUS.indexOf(m);
+    const addOrder = want
+      .map((d, i) => ({ d, i }))
+      .sort((x, y) => rank(x.d.menu) - rank(y.d.menu) || x.i - y.i);
+    for (const { d } of addOrder) {
       const have = byKey.get(d.key);
       const comment = `${OWNED}${d.key}`;
       if (have === undefined) {
@@ -298,6 +325,7 @@ export class RouterOsPolicyDriver implements PolicyDriver {
         changes++;
       }
     }
+    changes += await this.#order(want.filter((d) => d.menu === '/ip/firewall/mangle').map((d) => d.key));
     // Stale objects: mangle rules first (they reference tables), then routes, then tables.
     let removed = 0;
     const stale = [...byKey.entries()]
@@ -338,6 +366,38 @@ export class RouterOsPolicyDriver implements PolicyDriver {
       removed += markers.length - 1;
     }
     return { changes: changes + removed, removed };
+  }
+
+  /**
+   * Mangle rules match first-hit in list order, and `add` appends: moves owned rules (`move
+   * numbers=X destination=Y` puts X right before Y) until they stand in `keys` order.
+   */
+  async #order(keys: readonly string[]): Promise<number> {
+    const rows = await this.#cmd('/ip/firewall/mangle/print');
+    const idOf = new Map<string, string>();
+    const wanted = new Set(keys);
+    const current: string[] = [];
+    for (const r of rows) {
+      const key = (r['comment'] ?? '').slice(OWNED.length);
+      if (!(r['comment'] ?? '').startsWith(OWNED) || !wanted.has(key) || idOf.has(key)) continue;
+      idOf.set(key, r['.id'] ?? '');
+      current.push(key);
+    }
+    let moves = 0;
+    for (let i = keys.length - 2; i >= 0; i--) {
+      const k = keys[i] ?? '';
+      const next = keys[i + 1] ?? '';
+      const at = current.indexOf(k);
+      if (current[at + 1] === next) continue;
+      await this.#cmd('/ip/firewall/mangle/move', [
+        `=numbers=${idOf.get(k) ?? ''}`,
+        `=destination=${idOf.get(next) ?? ''}`,
+      ]);
+      current.splice(at, 1);
+      current.splice(current.indexOf(next), 0, k);
+      moves++;
+    }
+    return moves;
   }
 
   async read(): Promise<DriverSnapshot> {

@@ -57,6 +57,8 @@ export const TABLE_BASE = 20000;
 export const MAX_SLOT = 4999;
 /** Preference of the rule to the base table (unmarked, locally originated packets). */
 export const BASE_RULE_PREF = 29990;
+/** Path-probe marks: `PROBE_MARK_BASE + 2×slot` (primary), `+ 1` (backup). */
+export const PROBE_MARK_BASE = MARK_BASE + 0x8000;
 /** Route protocol number tagging every route the drivers add (`ip route … proto 77`). */
 export const ROUTE_PROTO = 77;
 
@@ -168,6 +170,15 @@ export const SitePolicySchema = Type.Object(
     /** Classes in match order (priority, then id); `defaultClass` catches unmatched packets. */
     classes: Type.Array(PolicyClassSchema),
     defaultClass: Type.Union([Id, Type.Null()]),
+    /**
+     * Per-path probes: UDP sent from source port `base + 2×slot` (primary) or `base + 2×slot + 1`
+     * (backup) to an address inside the destination's prefixes always takes that path, whichever
+     * path the route's traffic uses; so the source sees a link die anywhere on either path. Null: off.
+     */
+    pathProbePortBase: Type.Union([
+      Type.Integer({ minimum: 1024, maximum: 65535 - 2 * MAX_SLOT - 1 }),
+      Type.Null(),
+    ]),
     localSids: Type.Array(LocalSidSchema),
     routes: Type.Array(PolicyRouteSchema),
   },
@@ -257,6 +268,12 @@ export function validatePolicy(input: unknown): PolicyProblem[] {
     }
   });
   return problems;
+}
+
+/** The UDP source port of a path probe (null when the policy has no path probes). */
+export function pathProbePort(policy: SitePolicy, slot: number, role: 'primary' | 'backup'): number | null {
+  if (policy.pathProbePortBase === null) return null;
+  return policy.pathProbePortBase + 2 * slot + (role === 'backup' ? 1 : 0);
 }
 
 /** The key of a route inside a site policy. */

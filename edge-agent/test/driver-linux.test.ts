@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Route, Topology, Path } from '@meridian/topology';
 import { compilePolicies } from '@meridian/controller';
 import { defaultAddressingPlan, labDown, labFault, labPrerequisites, labUp } from '@meridian/ops';
-import { LinuxPolicyDriver, policyHash } from '../src/index';
+import { LinuxPolicyDriver, pathProbePort, policyHash } from '../src/index';
 
 const link = (id: string, a: string, b: string, latencyMs: number) => ({
   id,
@@ -128,6 +128,13 @@ const plan = defaultAddressingPlan(topology);
 function topologyHost(site: string): string {
   return plan.sites[site]!.hostAddress;
 }
+
+/** Sends `count` UDP datagrams from `from`'s host address and source port `sport` to `to`. */
+function udpFrom(from: string, sport: number, to: string, count: number): void {
+  const js = `const s=require('dgram').createSocket('udp4');s.bind(${sport},'${topologyHost(from)}',async()=>{for(let i=0;i<${count};i++){s.send(Buffer.from('probe'),9,'${to}');await new Promise(r=>setTimeout(r,5))}s.close()})`;
+  spawnSync('ip', ['netns', 'exec', `mrd-${from}`, process.execPath, '-e', js]);
+}
+
 function delta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.keys(after).map((k) => [k, (after[k] ?? 0) - (before[k] ?? 0)]));
 }
@@ -193,6 +200,22 @@ t.test('Linux driver on a namespace lab', async (t) => {
       `${JSON.stringify(again)} re-applying the same policy changes nothing and keeps the backup`,
     );
     t.equal((await da.read()).routes.find((x) => x.active === 'backup') !== undefined, true);
+    // Per-path probes keep testing both paths while voice is on the backup.
+    const voiceSlot = pa.routes.find((y) => y.class === 'voice')!.slot;
+    const p0 = txCounters();
+    udpFrom('a', pathProbePort(pa, voiceSlot, 'primary')!, '10.4.0.1', 10);
+    const dp = delta(p0, txCounters());
+    t.ok(
+      dp['a:ml0']! >= 10 && dp['b:ml2']! >= 10 && dp['a:ml1']! <= 2,
+      `primary-path probes still take a>b>c (${dp['a:ml0']}, ${dp['b:ml2']})`,
+    );
+    const p1 = txCounters();
+    udpFrom('a', pathProbePort(pa, voiceSlot, 'backup')!, '10.4.0.1', 10);
+    const db = delta(p1, txCounters());
+    t.ok(
+      db['a:ml1']! >= 10 && db['c:ml2']! >= 10 && db['b:ml3']! >= 10,
+      `backup-path probes take a>c>b>d (${db['a:ml1']})`,
+    );
     const bad = await drivers.get('b')!.activateBackup('voice/zz');
     t.equal(bad.ok ? '' : bad.error.code, 'AGENT_ERR_NO_ROUTE');
     await labFault('c-d', { kind: 'clear' }, { stateDir });

@@ -3,7 +3,7 @@ import t from 'tap';
 import type { Path, Route, Topology } from '@meridian/topology';
 import { compilePolicies } from '@meridian/controller';
 import { defaultAddressingPlan } from '@meridian/ops';
-import { RouterOsPolicyDriver, policyHash, type SitePolicy } from '../src/index';
+import { RouterOsPolicyDriver, pathProbePort, policyHash, type SitePolicy } from '../src/index';
 import { RouterOsSim, SentenceDecoder, encodeSentence } from './routeros-sim';
 
 const link = (id: string, a: string, b: string) => ({
@@ -155,7 +155,10 @@ t.test('apply renders the documented mapping and is idempotent', async (t) => {
     ['10.4.0.0/24', voice.primary.nextHop4],
     ['10.44.0.0/16', voice.primary.nextHop4],
   ]);
-  const vm = sim.rows('/ip/firewall/mangle').filter((x) => x['new-routing-mark'] === `mrd-${voice.slot}-p`);
+  const vm = sim
+    .rows('/ip/firewall/mangle')
+    .filter((x) => x['new-routing-mark'] === `mrd-${voice.slot}-p`)
+    .filter((x) => !('src-port' in x));
   t.equal(vm.length, 2 * 2 * 2, 'two chains × two prefixes × two DSCP values');
   t.ok(vm.every((x) => x['protocol'] === 'udp' && x['dst-port'] === '5004' && x['passthrough'] === 'no'));
   const mangle = sim.rows('/ip/firewall/mangle').filter((x) => x['chain'] === 'prerouting');
@@ -220,6 +223,45 @@ t.test('fast reroute switches the marks; re-apply keeps the backup; stale and fo
     'removeAll leaves only foreign objects',
   );
   t.equal(sim.rows('/routing/table').length, 0);
+});
+
+t.test('rules keep first-match order when classes are added later; path probes come first', async (t) => {
+  const { sim, driver } = await setup(t);
+  const { version: _v, hash: _h, ...content } = pa;
+  const c = { ...content, routes: pa.routes.filter((r) => r.class !== 'voice') };
+  t.ok((await driver.apply({ ...c, version: 1, hash: policyHash(c) })).ok);
+  t.ok((await driver.apply(pa)).ok);
+  const pre = sim.rows('/ip/firewall/mangle').filter((x) => x['chain'] === 'prerouting');
+  const firstCatchAll = pre.findIndex((x) => !('dscp' in x));
+  t.ok(
+    firstCatchAll > 0 && pre.slice(firstCatchAll).every((x) => !('dscp' in x)),
+    'voice rules moved before the catch-all',
+  );
+  t.ok(
+    sim.log.some((l) => l.startsWith('/ip/firewall/mangle/move')),
+    'used move',
+  );
+  const out = sim.rows('/ip/firewall/mangle').filter((x) => x['chain'] === 'output');
+  const probes = out.filter((x) => 'src-port' in x);
+  const voice = pa.routes.find((x) => x.class === 'voice')!;
+  t.same(
+    probes
+      .filter((x) => x['new-routing-mark']?.startsWith(`mrd-${voice.slot}-`))
+      .map((x) => [x['src-port'], x['new-routing-mark']]),
+    [
+      [String(pathProbePort(pa, voice.slot, 'primary')), `mrd-${voice.slot}-p`],
+      [String(pathProbePort(pa, voice.slot, 'backup')), `mrd-${voice.slot}-b`],
+    ],
+  );
+  t.ok(out.findIndex((x) => !('src-port' in x)) >= probes.length, 'probe rules first');
+  t.same(await driver.activateBackup('voice/d'), { ok: true, changed: true });
+  t.equal(
+    sim
+      .rows('/ip/firewall/mangle')
+      .find((x) => x['src-port'] === String(pathProbePort(pa, voice.slot, 'primary')))?.['new-routing-mark'],
+    `mrd-${voice.slot}-p`,
+    'primary probes keep their path',
+  );
 });
 
 t.test('a device error mid-apply restores the previous policy', async (t) => {

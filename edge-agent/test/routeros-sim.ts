@@ -3,7 +3,8 @@
  * API wire format — words with RouterOS length encoding, sentences ended by an empty word,
  * post-6.43 `/login` (=name, =password), `.tag`, replies `!re` / `!done` / `!trap` / `!fatal` —
  * keeping a configuration: menus `/ip/route`, `/ip/firewall/mangle`, `/routing/table`,
- * `/ip/address`, with `add` (→ `=ret=*N`), `set`, `remove` (`=.id=*N`, comma lists), `print`
+ * `/ip/address`, with `add` (→ `=ret=*N`), `set`, `remove` (`=.id=*N`, comma lists), `move`
+ * (`=numbers=` before `=destination=`), `print`
  * (`?name=value` queries, ANDed; `=.proplist=`). Faults can be injected per command number:
  * a `!trap`, a `!fatal` (then close), or a dropped connection without an answer.
  */
@@ -266,6 +267,17 @@ export class RouterOsSim {
             rows.findIndex((r) => r['.id'] === id),
             1,
           );
+        return [];
+      }
+      case 'move': {
+        // RouterOS: `numbers` (ids) are moved to just before `destination` (or to the end).
+        const ids = (attrs['numbers'] ?? '').split(',');
+        const moving = ids.map((id) => find(id));
+        const dest = attrs['destination'];
+        if (dest !== undefined && dest !== '') find(dest);
+        for (const m of moving) rows.splice(rows.indexOf(m), 1);
+        const at = dest !== undefined && dest !== '' ? rows.findIndex((r) => r['.id'] === dest) : rows.length;
+        rows.splice(at, 0, ...moving);
         return [];
       }
       default:
