@@ -32,30 +32,26 @@ export function mediaRoutes(steering: MediaSteering): FastifyPluginAsync<Record<
     app.get<{ Params: { id: string } }>('/media/sessions/:id', (req, reply) => {
       const s = steering.get(req.params.id);
       if (s === undefined) {
-        return reply
-          .code(404)
-          .send(
-            errorBody({
-              status: 404,
-              code: 'CTRL_ERR_NOT_FOUND',
-              message: `no media session ${req.params.id}`,
-            }),
-          );
+        return reply.code(404).send(
+          errorBody({
+            status: 404,
+            code: 'CTRL_ERR_NOT_FOUND',
+            message: `no media session ${req.params.id}`,
+          }),
+        );
       }
       return reply.send(s);
     });
 
     app.delete<{ Params: { id: string } }>('/media/sessions/:id', async (req, reply) => {
       if (!(await steering.remove(req.params.id))) {
-        return reply
-          .code(404)
-          .send(
-            errorBody({
-              status: 404,
-              code: 'CTRL_ERR_NOT_FOUND',
-              message: `no media session ${req.params.id}`,
-            }),
-          );
+        return reply.code(404).send(
+          errorBody({
+            status: 404,
+            code: 'CTRL_ERR_NOT_FOUND',
+            message: `no media session ${req.params.id}`,
+          }),
+        );
       }
       return reply.code(204).send();
     });

@@ -66,7 +66,9 @@ function main() {
   const { dir, version } = findMediasoup();
   const binary = path.join(dir, 'worker', 'out', 'Release', 'mediasoup-worker');
   if (process.env.MEDIASOUP_WORKER_BIN) {
-    process.stdout.write(`${PREFIX} MEDIASOUP_WORKER_BIN is set (${process.env.MEDIASOUP_WORKER_BIN}); not building\n`);
+    process.stdout.write(
+      `${PREFIX} MEDIASOUP_WORKER_BIN is set (${process.env.MEDIASOUP_WORKER_BIN}); not building\n`,
+    );
     return;
   }
   if (fs.existsSync(binary) && process.env.MEDIASOUP_FORCE_BUILD !== '1') {
