@@ -2,6 +2,7 @@ export * from './policy';
 export * from './driver';
 export * from './driver-linux';
 export * from './driver-routeros';
+export * from './policy-reroute';
 export * from './errors';
 export * from './probe-packet';
 export * from './probe-reflector';
