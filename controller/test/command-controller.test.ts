@@ -7,14 +7,15 @@ import { parseHostPort, resolveTokens } from '../src/index';
 
 const BIN = path.resolve(__dirname, '..', '..', 'bin', 'meridian.js');
 
-t.test('parseHostPort', async (t) => {
+t.test('parseHostPort', (t) => {
   t.same(parseHostPort('--grpc', '127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
   t.same(parseHostPort('--grpc', '[::1]:7400'), { host: '::1', port: 7400 });
   t.throws(() => parseHostPort('--grpc', 'x:70000'), { code: 'CTRL_ERR_BAD_OPTION' });
   t.throws(() => parseHostPort('--grpc', '7400'), { code: 'CTRL_ERR_BAD_OPTION' });
+  t.end();
 });
 
-t.test('tokens: env wins, else generated once into a 0600 file and reused', async (t) => {
+t.test('tokens: env wins, else generated once into a 0600 file and reused', (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'meridian-tokens-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'sub', 'tokens');
@@ -30,6 +31,7 @@ t.test('tokens: env wins, else generated once into a 0600 file and reused', asyn
   const again = resolveTokens({ MERIDIAN_TOKENS_FILE: file, MERIDIAN_AGENT_TOKEN: 'given' });
   t.equal(again.apiToken, first.apiToken, 'reused');
   t.equal(again.agentToken, 'given');
+  t.end();
 });
 
 function run(args: string[], env: NodeJS.ProcessEnv) {

@@ -11,7 +11,7 @@ const point = (n: number): HistoryPoint => ({
   timestamp: 1_800_000_000_000 + n,
 });
 
-t.test('PointBuffer: FIFO, drop oldest when full, failed batch back in front', async (t) => {
+t.test('PointBuffer: FIFO, drop oldest when full, failed batch back in front', (t) => {
   const b = new PointBuffer(3);
   for (let i = 0; i < 5; i++) b.push(point(i));
   t.equal(b.size, 3);
@@ -29,6 +29,7 @@ t.test('PointBuffer: FIFO, drop oldest when full, failed batch back in front', a
     b.take(10).map((p) => p.timestamp % 1000),
     [3, 4, 5],
   );
+  t.end();
 });
 
 async function count(influx: InfluxDB, measurement: string): Promise<number> {

@@ -11,7 +11,7 @@ function make(settings = {}) {
   return { e, changes, i: e.indexOf('bj1-sh1-a') };
 }
 
-t.test('RTT EWMA, min/p50/p95 and one-way latency', async (t) => {
+t.test('RTT EWMA, min/p50/p95 and one-way latency', (t) => {
   const { e, i } = make({ ewmaAlpha: 0.5 });
   e.ingestSample(i, 'bj1', 10, -1, false, T0);
   e.ingestSample(i, 'bj1', 20, -1, false, T0);
@@ -26,9 +26,10 @@ t.test('RTT EWMA, min/p50/p95 and one-way latency', async (t) => {
   e.ingestSample(i, 'bj1', 30, 12, false, T0);
   t.ok(e.snapshot('bj1-sh1-a')!.latencyMs! < 30, 'forward time used when given');
   t.equal(e.snapshot('bj1-sh1-a')!.src, 'bj1');
+  t.end();
 });
 
-t.test('jitter follows RFC 3550 J += (|D| - J)/16', async (t) => {
+t.test('jitter follows RFC 3550 J += (|D| - J)/16', (t) => {
   const { e, i } = make();
   const rtts = [10, 14, 10, 14, 10];
   let j = 0;
@@ -40,9 +41,10 @@ t.test('jitter follows RFC 3550 J += (|D| - J)/16', async (t) => {
   // Constant delay: jitter decays toward 0.
   for (let k = 0; k < 200; k++) e.ingestSample(i, 'bj1', 12, -1, false, T0);
   t.ok(e.snapshot('bj1-sh1-a')!.jitterMs! < 0.01);
+  t.end();
 });
 
-t.test('loss over a sliding window of the last N probes', async (t) => {
+t.test('loss over a sliding window of the last N probes', (t) => {
   const { e, i } = make({ lossWindow: 10, downAfterMisses: 100 });
   for (let k = 0; k < 10; k++) e.ingestSample(i, 'bj1', 5, -1, k < 3, T0);
   t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 30);
@@ -50,9 +52,10 @@ t.test('loss over a sliding window of the last N probes', async (t) => {
   t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0, 'old losses slid out');
   e.ingestSample(i, 'bj1', -1, -1, false, T0);
   t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 10, 'rtt < 0 counts as lost');
+  t.end();
 });
 
-t.test('liveness hysteresis: down after N misses, up after M successes', async (t) => {
+t.test('liveness hysteresis: down after N misses, up after M successes', (t) => {
   const { e, i, changes } = make({ downAfterMisses: 3, upAfterSuccesses: 2 });
   e.ingestSample(i, 'bj1', 5, -1, false, T0);
   t.equal(e.snapshot('bj1-sh1-a')!.up, null, 'one success is not enough');
@@ -73,9 +76,10 @@ t.test('liveness hysteresis: down after N misses, up after M successes', async (
   e.ingestSample(i, 'bj1', 5, -1, false, T0);
   t.equal(e.snapshot('bj1-sh1-a')!.up, true);
   t.equal(changes.filter((c) => c.liveness).length, 3, 'one event per transition');
+  t.end();
 });
 
-t.test("the agent's alive verdict is honoured", async (t) => {
+t.test("the agent's alive verdict is honoured", (t) => {
   const { e } = make();
   const stats = (alive: boolean, samples: { rttMs: number; lost: boolean }[], received = 0) => ({
     link: 'bj1-sh1-b',
@@ -94,9 +98,10 @@ t.test("the agent's alive verdict is honoured", async (t) => {
   t.equal(e.snapshot('bj1-sh1-b')!.rttMs, null, 'no RTT from counters');
   e.ingestLinkStats('bj1', stats(false, [{ rttMs: 5, lost: false }]), T0);
   t.equal(e.snapshot('bj1-sh1-b')!.up, false, 'alive=false takes it down at once');
+  t.end();
 });
 
-t.test('stale after silence: up null, then back', async (t) => {
+t.test('stale after silence: up null, then back', (t) => {
   const { e, i, changes } = make({ staleAfterMs: 1000, upAfterSuccesses: 1 });
   t.equal(e.snapshot('bj1-sh1-a')!.stale, true, 'never measured');
   e.ingestSample(i, 'bj1', 5, -1, false, T0);
@@ -111,9 +116,10 @@ t.test('stale after silence: up null, then back', async (t) => {
   t.match(changes.at(-1), { changed: { stale: true, up: null }, liveness: true });
   e.ingestSample(i, 'bj1', 5, -1, false, T0 + 1600);
   t.equal(e.snapshot('bj1-sh1-a')!.up, true);
+  t.end();
 });
 
-t.test('metric changes are emitted by collectChanges() with epsilons', async (t) => {
+t.test('metric changes are emitted by collectChanges() with epsilons', (t) => {
   const { e, i, changes } = make({ upAfterSuccesses: 100 });
   e.ingestSample(i, 'bj1', 10, -1, false, T0);
   t.same(e.collectChanges(), ['bj1-sh1-a']);
@@ -123,13 +129,15 @@ t.test('metric changes are emitted by collectChanges() with epsilons', async (t)
   e.collectChanges();
   t.equal(changes.length, n, 'below epsilon: no event');
   t.same(e.collectChanges(), [], 'nothing dirty');
+  t.end();
 });
 
-t.test('utilisation from SNMP: highest interface wins', async (t) => {
+t.test('utilisation from SNMP: highest interface wins', (t) => {
   const { e } = make();
   e.setUtilisation('bj1-sh1-a', 'r1/eth0', 20, T0);
   e.setUtilisation('bj1-sh1-a', 'r2/eth1', 35.5, T0);
   t.equal(e.snapshot('bj1-sh1-a')!.utilPct, 35.5);
   e.setUtilisation('nope', 'r1/eth0', 20, T0);
   t.equal(e.snapshot('nope'), undefined);
+  t.end();
 });

@@ -68,7 +68,7 @@ t.test('link state and presence in a real Redis, across a Redis restart', async 
     await eventually(async () => (await health()) === 'up', 15_000, 'health up');
     const h = await eventually(
       async () => {
-        const x = await reader.hgetall('meridian:link:bj1-sh1-a').catch(() => ({}) as Record<string, string>);
+        const x = await reader.hgetall('meridian:link:bj1-sh1-a').catch((): Record<string, string> => ({}));
         return x.samples === '12' ? x : undefined;
       },
       15_000,

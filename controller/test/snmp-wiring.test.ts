@@ -84,7 +84,7 @@ t.test(
 
 t.test('utilisation from the poller feeds the link state', async (t) => {
   const fake = Object.assign(new EventEmitter(), { start() {}, stop() {} });
-  const c = await startController({ snmp: fake as never });
+  const c = await startController({ snmp: fake });
   t.teardown(() => c.stop());
   fake.emit('counters', {
     device: 'r',
