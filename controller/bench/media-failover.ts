@@ -7,6 +7,9 @@
  * (p50/p99/max), packets lost, time to detect (stream loss) and to re-steer; also steering time per
  * session at creation and sessions per node.
  *
+ * Then a spare joins at bj1 and the ingress node is killed: time to `media.session.moved` per
+ * session, and the gap at the sinks when each source re-targets on that event.
+ *
  * Baseline (same run): the largest inter-packet gap at the sinks over an equal window before the
  * kill, with no failure: what the sender/loopback/event loop alone produce.
  *
@@ -192,6 +195,52 @@ async function main(): Promise<void> {
       },
       resteerFailures: resteers.filter((r) => !r.ok).length,
       sessionsPerNodeAfter: perNode,
+      ingressFailure: {} as Record<string, unknown>,
+    };
+
+    // Ingress failure: a spare joins at bj1, the ingress node dies; each sender re-targets as soon
+    // as its session's media.session.moved arrives (an instant source, so the gap is steering only).
+    start('bj-b', 'bj1');
+    await waitUntil(
+      'bj1 spare',
+      () => gateway.node('bj-b')?.connected === true && gateway.node('bj-b')?.load !== undefined,
+    );
+    await sleep(1000);
+    const index = new Map(ids.map((id, i) => [id, i]));
+    const movedAt = new Map<string, number>();
+    steering.on('event', (ev) => {
+      if (ev.type !== 'media.session.moved') return;
+      const id = String(ev.data.id);
+      const i = index.get(id);
+      if (i === undefined || movedAt.has(id)) return;
+      movedAt.set(id, Date.now());
+      senders[i]?.retarget(ev.data.ingress as { ip: string; port: number });
+    });
+    const sentAtKill2 = senders.map((x) => x.sent);
+    const kill2 = Date.now();
+    procs.get('bj-a')?.kill('SIGKILL');
+    await waitUntil('media.session.moved for every session', () => movedAt.size >= S, 30000);
+    await sleep(2000);
+    const end2 = Date.now();
+    const sentAtEnd2 = senders.map((x) => x.sent);
+    const moved = [...movedAt.values()].map((t) => t - kill2);
+    const gaps2 = sinks.map((x) => maxGap(x.packets, kill2, end2));
+    const lost2 = sinks.map((sink, i) =>
+      Math.max(
+        0,
+        (sentAtEnd2[i] ?? 0) -
+          (sentAtKill2[i] ?? 0) -
+          sink.packets.filter((p) => p.at >= kill2 && p.at <= end2).length,
+      ),
+    );
+    out.ingressFailure = {
+      movedEventMs: { p50: pct(moved, 50), p99: pct(moved, 99), max: Math.max(...moved) },
+      gapAtSinkMs: { p50: pct(gaps2, 50), p99: pct(gaps2, 99), max: Math.max(...gaps2) },
+      lostPacketsPerSession: { p50: pct(lost2, 50), p99: pct(lost2, 99), max: Math.max(...lost2) },
+      sessionsPerNodeAfter: gateway
+        .nodes()
+        .filter((n) => n.connected)
+        .map((n) => `${n.id}:${n.load?.sessions ?? '?'}`),
     };
     process.stdout.write(JSON.stringify(out, null, 2) + '\n');
   } finally {
