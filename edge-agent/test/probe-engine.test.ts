@@ -39,15 +39,15 @@ const sum = (reports: ProbeReport[], f: 'sent' | 'received' | 'lost' | 'reordere
   reports.reduce((s, r) => s + r.links.reduce((x, l) => x + l[f], 0), 0);
 
 t.test('RTT excludes the reflector hold time', async (t) => {
-  const refl = await testReflector({ holdMs: 60 });
+  const refl = await testReflector({ holdMs: 200 });
   t.teardown(() => refl.close());
-  const { engine, reports } = await engineWith(t, plan(refl.port, { intervalMs: 50, timeoutMs: 1000 }));
+  const { engine, reports } = await engineWith(t, plan(refl.port, { intervalMs: 50, timeoutMs: 2000 }));
   t.ok(await until(() => samplesOf(reports).filter((s) => !s.lost).length >= 10));
   const answered = samplesOf(reports).filter((s) => !s.lost);
   const median =
     answered.map((s) => s.rttMs).sort((a, b) => a - b)[Math.floor(answered.length / 2)] ?? Infinity;
-  // Wall-clock round trip is >= 60 ms; the probe RTT must not contain that hold.
-  t.ok(median < 30, `median RTT ${median.toFixed(3)} ms excludes the 60 ms hold`);
+  // Wall-clock round trip is >= 200 ms; the probe RTT must not contain that hold.
+  t.ok(median < 100, `median RTT ${median.toFixed(3)} ms excludes the 200 ms hold`);
   t.ok(
     answered.every((s) => s.fwdMs >= 0),
     'one-way estimates present (same clock on loopback)',
@@ -58,13 +58,15 @@ t.test('RTT excludes the reflector hold time', async (t) => {
 t.test('loss is counted when the reflector drops every 4th probe', async (t) => {
   const refl = await testReflector({ dropEvery: 4 });
   t.teardown(() => refl.close());
-  const { reports, engine } = await engineWith(t, plan(refl.port, { timeoutMs: 100, downAfterMisses: 2 }));
-  t.ok(await until(() => samplesOf(reports).length >= 40));
+  // A generous timeout: only the reflector's drops may count as loss, not a stall of this machine.
+  const { reports, engine } = await engineWith(t, plan(refl.port, { timeoutMs: 1000, downAfterMisses: 2 }));
+  t.ok(await until(() => samplesOf(reports).filter((s) => s.lost).length >= 5));
   await engine.stop();
   const samples = samplesOf(reports);
   const lost = samples.filter((s) => s.lost).length;
-  const ratio = lost / samples.length;
-  t.ok(ratio > 0.15 && ratio < 0.35, `loss ratio ${ratio.toFixed(2)} is about 1/4`);
+  // The reflector drops its 4th, 8th, ... request: seq 3, 7, 11, ... and only those are lost.
+  const wrong = samples.filter((s) => s.lost !== ((s.seq + 1) % 4 === 0));
+  t.same(wrong, [], 'exactly the dropped probes are counted lost');
   t.equal(sum(reports, 'lost'), lost, 'lost counter matches lost samples');
   t.equal(sum(reports, 'received') + lost, samples.length);
   t.ok(samples.filter((s) => s.lost).every((s) => s.rttMs < 0));
@@ -98,7 +100,7 @@ t.test('liveness goes down after N misses and up after M successes', async (t) =
   t.teardown(() => refl.close());
   const { changes, reports, engine } = await engineWith(
     t,
-    plan(refl.port, { timeoutMs: 40, downAfterMisses: 3, upAfterSuccesses: 4, reportIntervalMs: 60_000 }),
+    plan(refl.port, { timeoutMs: 150, downAfterMisses: 3, upAfterSuccesses: 4, reportIntervalMs: 60_000 }),
   );
   t.ok(await until(() => changes.length === 1));
   t.same(
