@@ -79,6 +79,8 @@ function agentVersion(): string {
 export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
   readonly #opts: EdgeAgentOptions;
   readonly #log: Logger;
+  /** Logger for the parts (each adds its own `module`), bound to the site. */
+  readonly #baseLog: Logger;
   readonly #instanceId = randomUUID();
   readonly #version = agentVersion();
   readonly #applier: PolicyApplier;
@@ -101,12 +103,13 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
       );
     }
     this.#opts = opts;
-    this.#log = opts.log.child({ module: 'agent', site: opts.site });
+    this.#baseLog = opts.log.child({ site: opts.site });
+    this.#log = this.#baseLog.child({ module: 'agent' });
     this.#applier = opts.applier ?? noDriverApplier();
     this.#reflector = new ProbeReflector({
       host: opts.probeListen?.host ?? '127.0.0.1',
       port: opts.probeListen?.port ?? 0,
-      log: this.#log,
+      log: this.#baseLog,
     });
   }
 
@@ -139,7 +142,7 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
     const wildcard = this.#endpoint.host === '0.0.0.0' || this.#endpoint.host === '::';
     const engine = new ProbeEngine({
       ...this.#opts.probe,
-      log: this.#log,
+      log: this.#baseLog,
       bindHost: wildcard ? undefined : this.#endpoint.host,
     });
     try {
@@ -152,7 +155,7 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
     const client = new ControllerClient({
       address: this.#opts.controller,
       applier: this.#applier,
-      log: this.#log,
+      log: this.#baseLog,
       backoff: this.#opts.backoff,
       protoPath: this.#opts.protoPath,
       hello: () => {

@@ -150,17 +150,14 @@ t.test('a plan change keeps state of kept targets and stops probing removed ones
 });
 
 t.test('foreign and malformed datagrams on the engine socket are counted and dropped', async (t) => {
-  const refl = await testReflector();
-  t.teardown(() => refl.close());
-  const { engine } = await engineWith(t, plan(refl.port));
-  // The engine's socket is ephemeral: find it by letting the test reflector record the source port.
+  // A silent "peer" that records the engine's source port, so the test can write to that socket.
   const dgram = await import('node:dgram');
   const spy = dgram.createSocket('udp4');
   let enginePort = 0;
   spy.on('message', (_m, rinfo) => (enginePort = rinfo.port));
   await new Promise<void>((r) => spy.bind(0, '127.0.0.1', () => r()));
   t.teardown(() => new Promise<void>((r) => spy.close(() => r())));
-  engine.setPlan(plan(spy.address().port));
+  const { engine } = await engineWith(t, plan(spy.address().port));
   t.ok(await until(() => enginePort > 0));
   await sendRaw(enginePort, Buffer.from('garbage'));
   await sendRaw(enginePort, encodeProbeRequest({ senderId: 1, sessionId: 1, seq: 1, t1: 1 }));
