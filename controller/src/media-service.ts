@@ -2,7 +2,8 @@
  * Media steering inside the controller: `attachMediaSteering(controller)` puts the MediaControl
  * gRPC service on the controller's gRPC server and the media routes under `/api/v1`, with site
  * distances taken from the topology (nominal latency of the shortest path), so a session whose
- * site has no healthy media node lands at the nearest one.
+ * site has no healthy media node lands at the nearest one, and relays at the intermediate sites of
+ * that path.
  */
 import type { Topology } from '@meridian/topology';
 import type { Logger } from 'pino';
@@ -12,12 +13,20 @@ import { MediaGateway, type MediaNodeRecord } from './media-gateway';
 import { mediaRoutes } from './media-routes';
 import { MediaSteering } from './media-steering';
 
-/** Shortest nominal latency (ms) between every pair of sites; Infinity when disconnected. */
-export function siteLatencies(topology: Topology): (from: string, to: string) => number {
-  const ids = topology.sites.map((s) => s.id);
+interface SiteRoutes {
+  /** Shortest nominal latency (ms) between two sites; Infinity when disconnected. */
+  latency: (from: string, to: string) => number;
+  /** The sites of that shortest path, both ends included ([] when disconnected). */
+  path: (from: string, to: string) => string[];
+}
+
+/** Shortest nominal-latency paths between every pair of sites (Dijkstra from each site). */
+export function siteRoutes(topology: Topology): SiteRoutes {
   const dist = new Map<string, Map<string, number>>();
-  for (const src of ids) {
+  const prev = new Map<string, Map<string, string>>();
+  for (const src of topology.sites.map((x) => x.id)) {
     const d = new Map<string, number>([[src, 0]]);
+    const p = new Map<string, string>();
     const done = new Set<string>();
     for (;;) {
       let u: string | undefined;
@@ -34,12 +43,35 @@ export function siteLatencies(topology: Topology): (from: string, to: string) =>
         const other = l.a === u ? l.b : l.b === u ? l.a : undefined;
         if (other === undefined) continue;
         const nd = best + l.latencyMs;
-        if (nd < (d.get(other) ?? Infinity)) d.set(other, nd);
+        if (nd < (d.get(other) ?? Infinity)) {
+          d.set(other, nd);
+          p.set(other, u);
+        }
       }
     }
     dist.set(src, d);
+    prev.set(src, p);
   }
-  return (from, to) => (from === to ? 0 : (dist.get(from)?.get(to) ?? Infinity));
+  return {
+    latency: (from, to) => (from === to ? 0 : (dist.get(from)?.get(to) ?? Infinity)),
+    path: (from, to) => {
+      if (from === to) return [from];
+      const p = prev.get(from);
+      if (p === undefined || !p.has(to)) return [];
+      const out = [to];
+      let at = to;
+      while (at !== from) {
+        at = p.get(at) as string;
+        out.unshift(at);
+      }
+      return out;
+    },
+  };
+}
+
+/** Shortest nominal latency (ms) between every pair of sites; Infinity when disconnected. */
+export function siteLatencies(topology: Topology): (from: string, to: string) => number {
+  return siteRoutes(topology).latency;
 }
 
 export interface MediaSteeringService {
@@ -132,7 +164,14 @@ export function attachMediaSteering(
     ...(opts.orderTimeoutMs === undefined ? {} : { orderTimeoutMs: opts.orderTimeoutMs }),
     sessionsToDrop: (nodeId, announced) => late.steering?.sessionsToDrop(nodeId, announced) ?? announced,
   });
-  const steering = new MediaSteering({ gateway, log, distance: siteLatencies(controller.topology) });
+  const routes = siteRoutes(controller.topology);
+  const steering = new MediaSteering({
+    gateway,
+    log,
+    distance: routes.latency,
+    // Relays at the intermediate sites of the shortest-latency path (where a node sits there).
+    relaySites: (from, to) => routes.path(from, to).slice(1, -1),
+  });
   late.steering = steering;
   controller.addGrpcService(gateway.definition, gateway.implementation);
   controller.addHttpPlugin(mediaRoutes(steering));

@@ -2,15 +2,17 @@
  * Media steering: places sessions on media nodes, builds their legs through the MediaGateway, and
  * re-steers them when a node dies, a worker dies, a pipe stalls or a node is drained.
  *
- * A session is an ingress node (RTP source -> PlainTransport) and an egress node (PlainTransport
- * -> sink), joined by a pipe when they differ. Placement takes, for each end, a healthy node at
- * the requested site or else the nearest one (`distance`, from the voice route), least loaded
- * first, within the per-worker capacity the nodes report.
+ * A session is a path of media nodes: an ingress node (RTP source -> PlainTransport), relays at
+ * the intermediate sites of the voice route (`relaySites`, only where a node sits at such a site),
+ * and an egress node (PlainTransport -> sink), consecutive nodes joined by pipes. Placement takes,
+ * for each end, a healthy node at the requested site or else the nearest one (`distance`), least
+ * loaded first, within the per-worker capacity the nodes report.
  *
- * Failover (the sink must hear RTP again within 500 ms):
- *  - egress node lost: a new egress node, a pipe from the ingress node to it, an egress to the sink;
- *  - ingress node lost: a new ingress node, a pipe to the egress node (its egress follows the new
- *    source), and `media.session.moved` {id, ingress} so the RTP source re-targets;
+ * Failover (the sink must hear RTP again within 500 ms) replaces the lost node in the path:
+ *  - egress lost: a pipe from its upstream node to a new egress node, an egress to the sink;
+ *  - relay lost: pipes upstream -> new relay -> downstream (the downstream pipe-in is replaced);
+ *  - ingress lost: a new ingress node piped to the next node (whose egress or pipe-outs follow the
+ *    new source), and `media.session.moved` {id, ingress} so the RTP source re-targets;
  *  - pipe stalled while the ingress still receives: the path failed, the egress moves elsewhere;
  *  - drain: make-before-break (the old legs go once the new ones carry RTP, or after a grace time).
  */
@@ -113,6 +115,8 @@ export interface MediaSteeringOptions {
    * estimate); default 0 for the same site, 1 otherwise.
    */
   distance?: (fromSite: string, toSite: string) => number;
+  /** Intermediate sites of the voice route from one site to another (relay candidates). Default none. */
+  relaySites?: (fromSite: string, toSite: string) => string[];
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
   drainGraceMs?: number;
   /** Sessions never re-steer more often than this (flapping guard). Default 0. */
@@ -128,8 +132,8 @@ export type MediaSteeringEvents = {
 interface SessionRecord {
   id: string;
   request: MediaSessionRequest;
-  ingressNode: string;
-  egressNode: string;
+  /** Node ids from ingress to egress (one node when both ends share it); a node appears once. */
+  path: string[];
   ingress: MediaTuple;
   status: 'active' | 'rerouting' | 'failed';
   moves: number;
@@ -151,6 +155,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #log: Logger;
   readonly #distance: (a: string, b: string) => number;
   readonly #drainGraceMs: number;
+  readonly #relaySites: (a: string, b: string) => string[];
   readonly #sessions = new Map<string, SessionRecord>();
   readonly #queues = new Map<string, Promise<unknown>>();
   #closed = false;
@@ -162,6 +167,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#log = options.log.child({ module: 'media-steering' });
     this.#distance = options.distance ?? ((a, b) => (a === b ? 0 : 1));
     this.#drainGraceMs = options.drainGraceMs ?? 10000;
+    this.#relaySites = options.relaySites ?? (() => []);
     this.#gw.on('nodedown', (node, why) => this.#onNodeDown(node, why));
     this.#gw.on('nodeup', (node) =>
       this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } }),
@@ -185,7 +191,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   sessionsToDrop(nodeId: string, announced: string[]): string[] {
     return announced.filter((id) => {
       const s = this.#sessions.get(id);
-      return s === undefined || (s.ingressNode !== nodeId && s.egressNode !== nodeId);
+      return s === undefined || !s.path.includes(nodeId);
     });
   }
 
@@ -219,33 +225,30 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const req = v.value;
     const id = randomUUID();
     return this.#serial(id, async () => {
-      const ingressNode = this.#pick(req.ingressSite, []);
-      const egressNode = this.#pick(req.egressSite, [], ingressNode);
-      if (ingressNode === undefined || egressNode === undefined) {
-        const site = ingressNode === undefined ? req.ingressSite : req.egressSite;
+      const path = this.#place(req);
+      if (typeof path === 'string') {
         return {
           ok: false,
           error: {
             status: 503,
             code: 'CTRL_ERR_MEDIA_NO_CAPACITY',
-            message: `no healthy media node with free capacity for site ${site}`,
+            message: `no healthy media node with free capacity for site ${path}`,
           },
         };
       }
       const rec: SessionRecord = {
         id,
         request: req,
-        ingressNode: ingressNode.id,
-        egressNode: egressNode.id,
+        path,
         ingress: { ip: '', port: 0 },
         status: 'active',
         moves: 0,
         createdAt: Date.now(),
       };
       try {
-        rec.ingress = await this.#buildPath(rec, ingressNode.id, egressNode.id);
+        rec.ingress = await this.#buildChain(rec, path);
       } catch (err) {
-        this.#teardown(id, [ingressNode.id, egressNode.id]);
+        this.#teardown(id, path);
         const msg = err instanceof Error ? err.message : String(err);
         const capacity = err instanceof StepError && err.result.error?.code === 'MEDIA_ERR_CAPACITY';
         return {
@@ -258,10 +261,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
         };
       }
       this.#sessions.set(id, rec);
-      this.#log.info(
-        { session: id, ingress: rec.ingressNode, egress: rec.egressNode },
-        'media session created',
-      );
+      this.#log.info({ session: id, path }, 'media session created');
       return { ok: true, value: this.#view(rec) };
     });
   }
@@ -280,11 +280,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const s = this.#sessions.get(id);
     if (s === undefined) return false;
     this.#sessions.delete(id);
-    await this.#serial(id, () =>
-      Promise.all(
-        [...new Set([s.ingressNode, s.egressNode])].map((n) => this.#gw.order(n, id, { tearDown: {} })),
-      ),
-    );
+    await this.#serial(id, () => Promise.all(s.path.map((n) => this.#gw.order(n, id, { tearDown: {} }))));
     return true;
   }
 
@@ -310,9 +306,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
         error: { status: 404, code: 'CTRL_ERR_NOT_FOUND', message: `no media node ${nodeId}` },
       };
     node.draining = true;
-    const affected = [...this.#sessions.values()].filter(
-      (s) => s.ingressNode === nodeId || s.egressNode === nodeId,
-    );
+    const affected = [...this.#sessions.values()].filter((s) => s.path.includes(nodeId));
     await Promise.all(affected.map((s) => this.#serial(s.id, () => this.#drainSession(s, nodeId))));
     return { ok: true, value: { id: nodeId, moved: affected.length } };
   }
@@ -323,14 +317,32 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
 
   // ---------------------------------------------------------------- building
 
-  /** Ingress on `inNode`, egress on `outNode`, a pipe between them when they differ. */
-  async #buildPath(rec: SessionRecord, inNode: string, outNode: string): Promise<MediaTuple> {
+  /** Nodes for a new session (ingress, relays, egress), or the site nothing can serve. */
+  #place(req: MediaSessionRequest): string[] | string {
+    const ingress = this.#pick(req.ingressSite, []);
+    if (ingress === undefined) return req.ingressSite;
+    const path = [ingress.id];
+    for (const site of this.#relaySites(req.ingressSite, req.egressSite)) {
+      // A relay only where a node actually sits at the intermediate site.
+      const relay = this.#pick(site, path);
+      if (relay !== undefined && relay.site === site) path.push(relay.id);
+    }
+    const egress = this.#pick(req.egressSite, path.slice(1), this.#gw.node(path[path.length - 1] ?? ''));
+    if (egress === undefined) return req.egressSite;
+    if (egress.id === ingress.id) return [ingress.id]; // one node carries both ends (no relay then)
+    path.push(egress.id);
+    return path;
+  }
+
+  /** Ingress on path[0], pipes between consecutive nodes, egress on the last; returns the ingress tuple. */
+  async #buildChain(rec: SessionRecord, path: string[]): Promise<MediaTuple> {
     const { request: r, id } = rec;
-    const ingress = await this.#step(inNode, id, {
+    const first = path[0] as string;
+    const ingress = await this.#step(first, id, {
       createIngress: { codec: r.codec, payloadType: r.payloadType, ssrc: r.ssrc },
     });
-    if (inNode !== outNode) await this.#pipe(id, inNode, outNode);
-    await this.#step(outNode, id, { createEgress: { sink: r.sink } });
+    for (let i = 0; i + 1 < path.length; i++) await this.#pipe(id, path[i] as string, path[i + 1] as string);
+    await this.#step(path[path.length - 1] as string, id, { createEgress: { sink: r.sink } });
     return tupleOf(ingress);
   }
 
@@ -358,13 +370,58 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     for (const n of new Set(nodes)) void this.#gw.order(n, id, { tearDown: {} });
   }
 
+  /**
+   * Replaces path[k] by `node` (RTP keeps its path otherwise): ingress or a pipe from the upstream
+   * node, then a pipe to the downstream node (replacing its pipe-in) or the egress. The upstream
+   * pipe-out to the old node is dropped afterwards, off the critical path. Returns the new ingress
+   * tuple when k = 0.
+   */
+  async #replace(s: SessionRecord, k: number, node: string): Promise<MediaTuple | undefined> {
+    const old = s.path[k] as string;
+    const prev = k > 0 ? s.path[k - 1] : undefined;
+    const next = s.path[k + 1];
+    const r = s.request;
+    let ingress: MediaTuple | undefined;
+    if (prev === undefined) {
+      ingress = tupleOf(
+        await this.#step(node, s.id, {
+          createIngress: { codec: r.codec, payloadType: r.payloadType, ssrc: r.ssrc },
+        }),
+      );
+    } else {
+      // The same node again (its worker restarted): its old pipe-out stands in the way.
+      if (node === old) await this.#gw.order(prev, s.id, { closePipeOut: { peer: old } });
+      await this.#pipe(s.id, prev, node);
+    }
+    if (next !== undefined) await this.#pipe(s.id, node, next);
+    else await this.#step(node, s.id, { createEgress: { sink: r.sink } });
+    s.path[k] = node;
+    if (prev !== undefined && node !== old) void this.#gw.order(prev, s.id, { closePipeOut: { peer: old } });
+    return ingress;
+  }
+
+  /** Where path[k] should be re-placed: near the site it served, away from the rest of the path. */
+  #replacement(s: SessionRecord, k: number, excludeOld: boolean): MediaNodeRecord | undefined {
+    const old = s.path[k] as string;
+    const last = s.path.length - 1;
+    const site =
+      k === 0
+        ? s.request.ingressSite
+        : k === last
+          ? s.request.egressSite
+          : (this.#gw.node(old)?.site ?? s.request.egressSite);
+    const exclude = s.path.filter((n, i) => i !== k || excludeOld);
+    const near = this.#gw.node(s.path[k === 0 ? 1 : k - 1] ?? '');
+    return this.#pick(site, exclude, near);
+  }
+
   // ---------------------------------------------------------------- failover
 
   #onNodeDown(node: MediaNodeRecord, why: string): void {
     this.#publish({ type: 'media.node.down', data: { id: node.id, site: node.site, reason: why } });
     const detectedAt = Date.now();
     for (const s of this.#sessions.values()) {
-      if (s.ingressNode === node.id || s.egressNode === node.id) {
+      if (s.path.includes(node.id)) {
         void this.#serial(s.id, () => this.#resteer(s, node.id, `node ${node.id} down`, detectedAt, true));
       }
     }
@@ -372,30 +429,23 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
 
   #onSessionLost(nodeId: string, sessionId: string): void {
     const s = this.#sessions.get(sessionId);
-    if (s === undefined || (s.ingressNode !== nodeId && s.egressNode !== nodeId)) return;
+    if (s === undefined || !s.path.includes(nodeId)) return;
     const detectedAt = Date.now();
-    // The node is alive (its worker restarted): it may be chosen again.
+    // The node is alive (its worker restarted): it may carry the session again.
     void this.#serial(s.id, () => this.#resteer(s, nodeId, `worker died on ${nodeId}`, detectedAt, false));
   }
 
   #onPipeStalled(nodeId: string, sessionId: string): void {
     const s = this.#sessions.get(sessionId);
-    if (s === undefined || s.egressNode !== nodeId || s.ingressNode === nodeId) return;
+    if (s === undefined || s.path.indexOf(nodeId) <= 0) return;
     const detectedAt = Date.now();
     // A pipe-in stall is a path failure only if the ingress still receives RTP: check its latest
     // health a moment later (the ingress' own stall event would arrive within the same window).
     setTimeout(() => {
-      const ing = this.#gw.node(s.ingressNode);
-      const leg = ing?.legs.get(`${sessionId}/ingress`);
-      if (
-        this.#sessions.get(sessionId) !== s ||
-        s.egressNode !== nodeId ||
-        leg === undefined ||
-        leg.state !== 'flowing'
-      )
-        return;
+      const leg = this.#gw.node(s.path[0] ?? '')?.legs.get(`${sessionId}/ingress`);
+      if (this.#sessions.get(sessionId) !== s || !s.path.includes(nodeId) || leg?.state !== 'flowing') return;
       void this.#serial(s.id, () =>
-        this.#resteer(s, nodeId, `pipe ${s.ingressNode}->${nodeId} stalled`, detectedAt, true),
+        this.#resteer(s, nodeId, `pipe into ${nodeId} stalled`, detectedAt, true),
       );
     }, 60);
   }
@@ -406,107 +456,71 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     failed: string,
     reason: string,
     detectedAt: number,
-    exclude: boolean,
+    nodeDown: boolean,
+    attempt = 0,
   ): Promise<void> {
-    if (this.#sessions.get(s.id) !== s || (s.ingressNode !== failed && s.egressNode !== failed)) return;
+    const k = s.path.indexOf(failed);
+    if (this.#sessions.get(s.id) !== s || k < 0) return;
     s.status = 'rerouting';
-    const excluded = exclude ? [failed] : [];
-    const wasIngress = s.ingressNode === failed;
-    const wasEgress = s.egressNode === failed;
     let ok = true;
     try {
-      if (wasIngress) {
-        const newIn = this.#pick(
-          s.request.ingressSite,
-          excluded,
-          wasEgress ? undefined : this.#gw.node(s.egressNode),
-        );
-        if (newIn === undefined) throw new Error(`no node for ingress site ${s.request.ingressSite}`);
-        let newOut = s.egressNode;
-        if (wasEgress || newIn.id === s.egressNode) {
-          // Both ends must be rebuilt (single-node session, or the new ingress is the egress node,
-          // whose source slot holds the old pipe-in): start from a clean session there.
-          const out = wasEgress
-            ? this.#pick(s.request.egressSite, excluded, newIn)
-            : this.#gw.node(s.egressNode);
-          if (out === undefined) throw new Error(`no node for egress site ${s.request.egressSite}`);
-          newOut = out.id;
-          if (!wasEgress) await this.#gw.order(s.egressNode, s.id, { tearDown: {} });
-          s.ingress = await this.#buildPath(s, newIn.id, newOut);
-        } else {
-          const ing = await this.#step(newIn.id, s.id, {
-            createIngress: {
-              codec: s.request.codec,
-              payloadType: s.request.payloadType,
-              ssrc: s.request.ssrc,
-            },
-          });
-          await this.#pipe(s.id, newIn.id, newOut); // the egress node's pipe-in is replaced; its egress follows
-          s.ingress = tupleOf(ing);
-        }
-        s.ingressNode = newIn.id;
-        s.egressNode = newOut;
+      // A restarted worker may take the session back only as the last node: a downstream node
+      // still holds a pipe-in keyed by this node's id and connected to its old address.
+      const excludeOld = nodeDown || k < s.path.length - 1;
+      const node = this.#replacement(s, k, excludeOld);
+      if (node === undefined) throw new Error(`no media node available to replace ${failed}`);
+      const ingress = await this.#replace(s, k, node.id);
+      if (ingress !== undefined) {
+        s.ingress = ingress;
         this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
-      } else if (wasEgress) {
-        const newOut = this.#pick(s.request.egressSite, excluded, this.#gw.node(s.ingressNode));
-        if (newOut === undefined) throw new Error(`no node for egress site ${s.request.egressSite}`);
-        // The old pipe-out only stands in the way when the same node is chosen again (its worker
-        // restarted); otherwise it is dropped after the new path carries RTP, off the critical path.
-        if (newOut.id === failed)
-          await this.#gw.order(s.ingressNode, s.id, { closePipeOut: { peer: failed } });
-        if (newOut.id !== s.ingressNode) await this.#pipe(s.id, s.ingressNode, newOut.id);
-        await this.#step(newOut.id, s.id, { createEgress: { sink: s.request.sink } });
-        s.egressNode = newOut.id;
-        if (newOut.id !== failed)
-          void this.#gw.order(s.ingressNode, s.id, { closePipeOut: { peer: failed } });
       }
       s.status = 'active';
       s.moves += 1;
       delete s.lastError;
-      this.#publish({ type: 'media.session.rerouted', data: { id: s.id, nodes: nodesOf(s), reason } });
+      this.#publish({ type: 'media.session.rerouted', data: { id: s.id, nodes: [...s.path], reason } });
     } catch (err) {
       ok = false;
       s.status = 'failed';
       s.lastError = `${reason}: ${err instanceof Error ? err.message : String(err)}`;
+      if (attempt < 3 && !this.#closed) {
+        // Nodes come back (a restarted worker, a reconnecting node): try again a little later.
+        const delay = 100 * 2 ** attempt;
+        setTimeout(() => {
+          void this.#serial(s.id, () => this.#resteer(s, failed, reason, detectedAt, nodeDown, attempt + 1));
+        }, delay).unref();
+      }
       this.#log.error({ session: s.id, err: s.lastError }, 'media session re-steer failed');
       this.#publish({ type: 'media.session.failed', data: { id: s.id, reason: s.lastError } });
     }
     const ms = Date.now() - detectedAt;
-    this.#log.info({ session: s.id, reason, ms, ok, nodes: nodesOf(s) }, 'media session re-steered');
+    this.#log.info({ session: s.id, reason, ms, ok, path: s.path }, 'media session re-steered');
     this.emit('resteered', { id: s.id, reason, ms, ok });
     this.#observer.emit('resteered', { id: s.id, reason, ms, ok });
   }
 
   async #drainSession(s: SessionRecord, nodeId: string): Promise<void> {
-    if (this.#sessions.get(s.id) !== s) return;
-    const oldIn = s.ingressNode;
-    const oldOut = s.egressNode;
-    if (oldIn !== nodeId && oldOut === nodeId) {
-      // Egress only: pipe to a new egress first, then drop the old one (the sink hears both for
-      // a moment rather than nothing).
-      const newOut = this.#pick(s.request.egressSite, [nodeId], this.#gw.node(oldIn));
-      if (newOut === undefined) return;
-      if (newOut.id !== oldIn) await this.#pipe(s.id, oldIn, newOut.id);
-      await this.#step(newOut.id, s.id, { createEgress: { sink: s.request.sink } });
-      s.egressNode = newOut.id;
-      await this.#gw.order(oldIn, s.id, { closePipeOut: { peer: nodeId } });
+    const k = s.path.indexOf(nodeId);
+    if (this.#sessions.get(s.id) !== s || k < 0) return;
+    if (k > 0) {
+      // Egress or relay: build the replacement next to the old node, switch, then drop the old one
+      // (the sink hears both for a moment rather than nothing).
+      const node = this.#replacement(s, k, true);
+      if (node === undefined) return;
+      await this.#replace(s, k, node.id);
       await this.#gw.order(nodeId, s.id, { tearDown: {} });
     } else {
-      // The ingress moves: a complete new path, announced; the old one stays until the source
-      // has re-targeted (the new ingress sees RTP) or the grace time ends.
-      const newIn = this.#pick(s.request.ingressSite, [nodeId]);
-      const newOut =
-        oldOut === nodeId
-          ? this.#pick(s.request.egressSite, [nodeId], newIn)
-          : this.#pick(s.request.egressSite, [nodeId, oldOut], newIn);
-      if (newIn === undefined || newOut === undefined) return;
-      // A session id lives once per node: the new path needs nodes the old one does not use.
-      if (newIn.id === oldOut || newOut.id === oldOut || newOut.id === oldIn) return;
-      s.ingress = await this.#buildPath(s, newIn.id, newOut.id);
-      s.ingressNode = newIn.id;
-      s.egressNode = newOut.id;
+      // The ingress moves: a complete new path on other nodes, announced; the old one stays until
+      // the source has re-targeted (the new ingress sees RTP) or the grace time ends.
+      const old = [...s.path];
+      const saved = new Set(old);
+      const ingress = this.#pick(s.request.ingressSite, old);
+      const egress = this.#pick(s.request.egressSite, [...old, ...(ingress ? [ingress.id] : [])], ingress);
+      if (ingress === undefined || egress === undefined || saved.has(egress.id)) return;
+      const path = [ingress.id, egress.id];
+      s.ingress = await this.#buildChain(s, path);
+      s.path = path;
       this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
-      void this.#retireWhenFlowing(s, newIn.id, [oldIn, oldOut]);
+      void this.#retireWhenFlowing(s, ingress.id, old);
     }
     s.moves += 1;
   }
@@ -519,7 +533,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     }
     this.#teardown(
       s.id,
-      old.filter((n) => n !== s.ingressNode && n !== s.egressNode),
+      old.filter((n) => !s.path.includes(n)),
     );
   }
 
@@ -533,9 +547,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       if (!n.connected || n.draining || exclude.includes(n.id)) continue;
       const free = n.load?.freeSessions ?? n.maxSessionsPerWorker * Math.max(1, n.workers);
       if (free <= 0) continue;
-      const placed = [...this.#sessions.values()].filter(
-        (s) => s.ingressNode === n.id || s.egressNode === n.id,
-      ).length;
+      const placed = [...this.#sessions.values()].filter((s) => s.path.includes(n.id)).length;
       const key: [number, number, number, string] = [
         this.#distance(n.site, site),
         near !== undefined && n.id !== near.id ? 0 : 1, // prefer a second node: a failure then costs one end
@@ -551,7 +563,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   }
 
   #view(s: SessionRecord): MediaSessionView {
-    const nodes = nodesOf(s);
+    const nodes = [...s.path];
     const legs: MediaLegView[] = [];
     for (const id of nodes) {
       const n = this.#gw.node(id);
@@ -587,9 +599,13 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
 
   #quality(s: SessionRecord, legs: MediaLegView[]): QualityEstimate {
     const inbound = legs.filter((l) => l.kind === 'ingress' || l.kind === 'pipe-in');
-    const a = this.#gw.node(s.ingressNode)?.site ?? s.request.ingressSite;
-    const b = this.#gw.node(s.egressNode)?.site ?? s.request.egressSite;
-    const path = this.#distance(a, b);
+    // Path delay: the sum over consecutive nodes of the path.
+    let path = 0;
+    for (let i = 0; i + 1 < s.path.length; i++) {
+      const a = this.#gw.node(s.path[i] ?? '')?.site ?? s.request.ingressSite;
+      const b = this.#gw.node(s.path[i + 1] ?? '')?.site ?? s.request.egressSite;
+      path += this.#distance(a, b);
+    }
     return eModel({
       codec: s.request.codec,
       pathDelayMs: Number.isFinite(path) ? path : 0,
@@ -619,10 +635,6 @@ function tupleOf(r: MediaOrderResult): MediaTuple {
   const t = r.ok?.tuple;
   if (t === undefined || t === null) throw new Error(`order ${r.orderId} answered without a tuple`);
   return { ip: t.ip, port: t.port };
-}
-
-function nodesOf(s: SessionRecord): string[] {
-  return s.ingressNode === s.egressNode ? [s.ingressNode] : [s.ingressNode, s.egressNode];
 }
 
 function compareKeys(a: [number, number, number, string], b: [number, number, number, string]): number {

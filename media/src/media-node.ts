@@ -467,12 +467,41 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
   }
 
   async #newSession(sessionId: string): Promise<SessionLegs> {
+    let best = this.#bestSlot();
+    if (best === undefined && this.#slots.some((s) => s.worker === undefined)) {
+      // A worker is being restarted (it died a moment ago): an order arriving now, typically the
+      // controller re-steering the very sessions that died with it, waits for it briefly.
+      await this.#waitRestart(2000);
+      best = this.#bestSlot();
+    }
+    return this.#createSession(sessionId, best);
+  }
+
+  #bestSlot(): WorkerSlot | undefined {
     let best: WorkerSlot | undefined;
     for (const slot of this.#slots) {
       if (slot.worker === undefined || slot.worker.closed) continue;
       if (slot.sessions.size >= this.#maxSessionsPerWorker) continue;
       if (best === undefined || slot.sessions.size < best.sessions.size) best = slot;
     }
+    return best;
+  }
+
+  #waitRestart(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.off('workerrestarted', done);
+        this.off('close', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.once('workerrestarted', done);
+      this.once('close', done);
+    });
+  }
+
+  async #createSession(sessionId: string, best: WorkerSlot | undefined): Promise<SessionLegs> {
     if (best === undefined) {
       const alive = this.#slots.filter((s) => s.worker !== undefined && !s.worker.closed).length;
       throw new MediaError(
