@@ -13,6 +13,7 @@ interface SnmpdLike {
   readonly host: string;
   readonly port: number;
   readonly community: string;
+  restart(): Promise<void>;
   dispose(): Promise<void>;
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -101,6 +102,41 @@ t.test(
       poller.latest().map((c) => c.ifName),
       ['lo'],
     );
+  },
+);
+
+t.test(
+  'real snmpd restarted: uptime went back, baseline reset and ifName re-resolved, no spike',
+  { skip: !has('snmpd') && 'snmpd not installed (.ci/run installs it)' },
+  async (t) => {
+    const snmpd = await startSnmpd();
+    t.teardown(() => snmpd.dispose());
+    const poller = new SnmpPoller({
+      devices: [device('r1', snmpd.port, snmpd.community)],
+      timeoutMs: 2000,
+      log,
+    });
+    t.teardown(() => poller.stop());
+    const got = collect(poller);
+    await poller.pollOnce();
+    // Let snmpd's sysUpTime grow well past what it will be right after the restart.
+    await new Promise((r) => setTimeout(r, 3000));
+    await poller.pollOnce();
+    t.equal(got.counters.length, 1, 'rate after two polls');
+    await snmpd.restart();
+    await poller.pollOnce();
+    t.equal(got.counters.length, 1, 'the poll across the restart gives no rate');
+    await new Promise((r) => setTimeout(r, 1100));
+    await poller.pollOnce();
+    t.equal(got.counters.length, 1, 'first poll after the restart is the new baseline (ifName walked again)');
+    await new Promise((r) => setTimeout(r, 1100));
+    await poller.pollOnce();
+    t.equal(got.counters.length, 2, 'rates resume');
+    t.ok(
+      got.counters.every((c) => c.inBps < 1e10 && c.outBps < 1e10),
+      `no spike: ${got.counters.map((c) => c.inBps.toFixed(0)).join(', ')} bit/s`,
+    );
+    t.same(got.errors, []);
   },
 );
 

@@ -328,11 +328,24 @@ export class ControllerClient extends EventEmitter<ControllerClientEvents> {
     const exp = Math.min(this.#backoff.capMs, this.#backoff.baseMs * 2 ** Math.min(this.#attempt, 30));
     const delay = Math.round(Math.random() * exp);
     this.#attempt++;
-    const level = code === grpc.status.NOT_FOUND || code === grpc.status.INVALID_ARGUMENT ? 'error' : 'warn';
-    this.#log[level](
-      { code: grpc.status[code] ?? code, details, retryInMs: delay, wasConnected: wasReady },
-      'controller stream ended',
-    );
+    // The controller refused this agent (unknown site, duplicate site, a message it rejects): an
+    // operator should look, but a topology reload or the old stream timing out can fix it, so retry.
+    const rejected =
+      code === grpc.status.NOT_FOUND ||
+      code === grpc.status.INVALID_ARGUMENT ||
+      code === grpc.status.FAILED_PRECONDITION ||
+      code === grpc.status.ALREADY_EXISTS;
+    if (rejected) {
+      this.#log.error(
+        { code: 'AGENT_ERR_REJECTED', status: grpc.status[code], details, retryInMs: delay },
+        'controller rejected the agent stream',
+      );
+    } else {
+      this.#log.warn(
+        { status: grpc.status[code] ?? code, details, retryInMs: delay, wasConnected: wasReady },
+        'controller stream ended',
+      );
+    }
     this.emit('disconnected', { code, details, retryInMs: delay });
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
