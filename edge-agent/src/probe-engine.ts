@@ -150,7 +150,8 @@ export interface ProbeEngineOptions {
   readonly reportOnLivenessChange?: boolean;
 }
 
-const RECENT = 4096;
+/** Answered seqs remembered per target for duplicate detection (100 s at the default interval). */
+const RECENT = 1024;
 
 interface Window {
   sent: number;
