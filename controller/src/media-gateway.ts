@@ -67,7 +67,17 @@ export interface MediaHelloMsg {
   workers: number;
   capacity: { maxSessionsPerWorker: number; freeSessions: number; rtpPortMin: number; rtpPortMax: number };
   instanceId: string;
-  sessions: Array<{ sessionId: string }>;
+  sessions: MediaSessionStateMsg[];
+}
+
+/** A session as a node announces it in hello (what it still carries). */
+export interface MediaSessionStateMsg {
+  sessionId: string;
+  workerIndex: number;
+  ingress?: { local: MediaTuple; codec: string; payloadType: number; ssrc: number } | null;
+  pipeIns: Array<{ peer: string; local: MediaTuple; remote?: MediaTuple | null; connected: boolean }>;
+  pipeOuts: Array<{ peer: string; local: MediaTuple; remote?: MediaTuple | null; connected: boolean }>;
+  egress?: { local: MediaTuple; sink: MediaTuple; consuming: boolean } | null;
 }
 
 export interface MediaNodeEventMsg {
@@ -126,6 +136,8 @@ export interface MediaNodeRecord {
   /** Latest health of every leg, by leg id. */
   legs: Map<string, MediaLegHealthMsg>;
   maxSessionsPerWorker: number;
+  /** Sessions the node announced in its last hello (what it carried when it (re)connected). */
+  announced: MediaSessionStateMsg[];
 }
 
 export interface MediaGatewayOptions {
@@ -335,6 +347,7 @@ export class MediaGateway extends EventEmitter<MediaGatewayEvents> {
       load: undefined,
       legs: new Map(),
       maxSessionsPerWorker: hello.capacity.maxSessionsPerWorker,
+      announced: hello.sessions,
     };
     this.#nodes.set(record.id, record);
     this.#calls.set(record.id, call);

@@ -153,7 +153,7 @@ export function writeMediaHistory(
 /** Wires media steering into a controller (before `start()`). */
 export function attachMediaSteering(
   controller: Controller,
-  opts: { agentToken: string; log?: Logger; orderTimeoutMs?: number },
+  opts: { agentToken: string; log?: Logger; orderTimeoutMs?: number; adoptGraceMs?: number },
 ): MediaSteeringService {
   const log = opts.log ?? controller.log;
   // The gateway asks steering which announced sessions to drop; steering needs the gateway first.
@@ -169,6 +169,7 @@ export function attachMediaSteering(
     gateway,
     log,
     distance: routes.latency,
+    ...(opts.adoptGraceMs === undefined ? {} : { adoptGraceMs: opts.adoptGraceMs }),
     // Relays at the intermediate sites of the shortest-latency path (where a node sits there).
     relaySites: (from, to) => routes.path(from, to).slice(1, -1),
   });

@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 import type { ControllerErrorCode } from './errors';
 import { combineLossPct, eModel, type QualityEstimate } from './media-quality';
 import type {
+  MediaSessionStateMsg,
   MediaGateway,
   MediaNodeRecord,
   MediaOrderAction,
@@ -90,6 +91,7 @@ export interface MediaNodeView {
 /** An event for `GET /api/v1/events` (server-sent events). */
 export interface MediaEvent {
   type:
+    | 'media.session.adopted'
     | 'media.session.moved'
     | 'media.session.rerouted'
     | 'media.session.failed'
@@ -119,8 +121,11 @@ export interface MediaSteeringOptions {
   relaySites?: (fromSite: string, toSite: string) => string[];
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
   drainGraceMs?: number;
-  /** Sessions never re-steer more often than this (flapping guard). Default 0. */
-  minResteerIntervalMs?: number;
+  /**
+   * After a controller restart, nodes announce the sessions they still carry; complete chains are
+   * adopted, fragments still incomplete after this long are torn down. Default 5000 ms.
+   */
+  adoptGraceMs?: number;
 }
 
 export type MediaSteeringEvents = {
@@ -156,6 +161,12 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #distance: (a: string, b: string) => number;
   readonly #drainGraceMs: number;
   readonly #relaySites: (a: string, b: string) => string[];
+  readonly #adoptGraceMs: number;
+  /** Fragments of sessions announced by nodes that this controller does not know (yet). */
+  readonly #orphans = new Map<
+    string,
+    { fragments: Map<string, MediaSessionStateMsg>; timer: NodeJS.Timeout }
+  >();
   readonly #sessions = new Map<string, SessionRecord>();
   readonly #queues = new Map<string, Promise<unknown>>();
   #closed = false;
@@ -168,10 +179,12 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#distance = options.distance ?? ((a, b) => (a === b ? 0 : 1));
     this.#drainGraceMs = options.drainGraceMs ?? 10000;
     this.#relaySites = options.relaySites ?? (() => []);
+    this.#adoptGraceMs = options.adoptGraceMs ?? 5000;
     this.#gw.on('nodedown', (node, why) => this.#onNodeDown(node, why));
-    this.#gw.on('nodeup', (node) =>
-      this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } }),
-    );
+    this.#gw.on('nodeup', (node) => {
+      this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } });
+      for (const st of node.announced) if (!this.#sessions.has(st.sessionId)) this.#collect(node.id, st);
+    });
     this.#gw.on('nodeevent', (node, ev) => {
       if (ev.sessionLost) this.#onSessionLost(node.id, ev.sessionLost.sessionId);
       if (ev.legStalled && ev.legStalled.kind === 'pipe-in')
@@ -187,12 +200,93 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     return this.#observer;
   }
 
-  /** For the gateway: sessions a (re)connecting node announces that steering no longer places there. */
+  /**
+   * For the gateway: which sessions a (re)connecting node announces must go. Sessions steering
+   * knows elsewhere are stale; sessions it does not know are kept for adoption (a restarted
+   * controller re-learns them from the nodes) and torn down later if they never form a chain.
+   */
   sessionsToDrop(nodeId: string, announced: string[]): string[] {
     return announced.filter((id) => {
       const s = this.#sessions.get(id);
-      return s === undefined || !s.path.includes(nodeId);
+      return s !== undefined && !s.path.includes(nodeId);
     });
+  }
+
+  #collect(nodeId: string, st: MediaSessionStateMsg): void {
+    let o = this.#orphans.get(st.sessionId);
+    if (o === undefined) {
+      const timer = setTimeout(() => this.#dropOrphan(st.sessionId), this.#adoptGraceMs);
+      timer.unref();
+      o = { fragments: new Map(), timer };
+      this.#orphans.set(st.sessionId, o);
+    }
+    o.fragments.set(nodeId, st);
+    this.#tryAdopt(st.sessionId, o);
+  }
+
+  /** Adopts a session once its fragments form a chain: ingress -> connected pipes -> egress. */
+  #tryAdopt(id: string, o: { fragments: Map<string, MediaSessionStateMsg>; timer: NodeJS.Timeout }): void {
+    const head = [...o.fragments].find(([, f]) => f.ingress);
+    if (head === undefined) return;
+    const path = [head[0]];
+    let cur = head[1];
+    while (!cur.egress) {
+      const last = path[path.length - 1] as string;
+      const next = cur.pipeOuts
+        .map((p) => p.peer)
+        .find((peer) => {
+          const f = o.fragments.get(peer);
+          return (
+            f !== undefined &&
+            !path.includes(peer) &&
+            f.pipeIns.some((pi) => pi.peer === last && pi.connected)
+          );
+        });
+      if (next === undefined) return;
+      path.push(next);
+      cur = o.fragments.get(next) as MediaSessionStateMsg;
+    }
+    const ing = head[1].ingress;
+    const eg = cur.egress;
+    if (!ing || !eg) return;
+    clearTimeout(o.timer);
+    this.#orphans.delete(id);
+    const v = MediaSteering.validate({
+      ingressSite: this.#gw.node(path[0] as string)?.site ?? '',
+      egressSite: this.#gw.node(path[path.length - 1] as string)?.site ?? '',
+      codec: ing.codec,
+      payloadType: ing.payloadType,
+      ssrc: ing.ssrc,
+      sink: { ip: eg.sink.ip, port: eg.sink.port },
+    });
+    if (!v.ok) {
+      this.#teardown(id, [...o.fragments.keys()]);
+      return;
+    }
+    const rec: SessionRecord = {
+      id,
+      request: v.value,
+      path,
+      ingress: { ip: ing.local.ip, port: ing.local.port },
+      status: 'active',
+      moves: 0,
+      createdAt: Date.now(),
+    };
+    this.#sessions.set(id, rec);
+    this.#teardown(
+      id,
+      [...o.fragments.keys()].filter((n) => !path.includes(n)),
+    );
+    this.#log.info({ session: id, path }, 'media session adopted from the nodes');
+    this.#publish({ type: 'media.session.adopted', data: { id, ingress: rec.ingress, nodes: [...path] } });
+  }
+
+  #dropOrphan(id: string): void {
+    const o = this.#orphans.get(id);
+    if (o === undefined) return;
+    this.#orphans.delete(id);
+    this.#log.warn({ session: id, nodes: [...o.fragments.keys()] }, 'incomplete announced session torn down');
+    this.#teardown(id, [...o.fragments.keys()]);
   }
 
   /** Validates a request body; the error names the field. */
@@ -313,6 +407,8 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
 
   close(): void {
     this.#closed = true;
+    for (const o of this.#orphans.values()) clearTimeout(o.timer);
+    this.#orphans.clear();
   }
 
   // ---------------------------------------------------------------- building

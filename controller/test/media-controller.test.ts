@@ -33,7 +33,7 @@ async function newController(grpcPort = 0): Promise<{ c: Controller; media: Medi
     http: { host: '127.0.0.1', port: 0 },
     log: quietLog,
   });
-  const media = attachMediaSteering(c, { agentToken: AGENT_TOKEN });
+  const media = attachMediaSteering(c, { agentToken: AGENT_TOKEN, adoptGraceMs: 1500 });
   await c.start();
   return { c, media };
 }
@@ -182,32 +182,66 @@ if (skip !== undefined) {
     t.notOk(ctl.media.gateway.node('n-bad'), 'never registered');
   });
 
-  t.test('after a controller restart nodes re-register and drop sessions it does not know', async (t) => {
-    const grpcPort = ctl.c.ports.grpc;
-    await ctl.c.stop();
-    ctl = await newController(grpcPort);
-    await eventually(
-      () => ctl.media.gateway.nodes().filter((n) => n.connected).length === 2,
-      20000,
-      're-registration',
-    );
-    await eventually(
-      () => ctl.media.gateway.nodes().every((n) => n.load !== undefined && n.load.sessions === 0),
-      10000,
-      'announced sessions dropped',
-    );
-    t.pass('both nodes re-registered and tore down the unknown session');
-    const r = await api('/media/sessions', {
-      method: 'POST',
-      body: JSON.stringify({
-        ingressSite: 'sh1',
-        egressSite: 'bj1',
-        codec: 'pcmu',
-        payloadType: 0,
-        ssrc: 5,
-        sink: { ip: '127.0.0.1', port: 9 },
-      }),
-    });
-    t.equal(r.status, 201, 'the restarted controller steers new sessions');
-  });
+  t.test(
+    'a controller restart keeps calls up: nodes re-register, sessions are adopted, fragments dropped',
+    async (t) => {
+      const sink = new RtpReceiver();
+      const sinkTuple = await sink.bind();
+      const sender = new RtpSender({ ssrc: 4321, payloadType: 0 });
+      await sender.bind();
+      t.teardown(() => {
+        sender.close();
+        sink.close();
+      });
+      const r = await api('/media/sessions', {
+        method: 'POST',
+        body: JSON.stringify({
+          ingressSite: 'bj1',
+          egressSite: 'sh1',
+          codec: 'pcmu',
+          payloadType: 0,
+          ssrc: 4321,
+          sink: sinkTuple,
+        }),
+      });
+      t.equal(r.status, 201);
+      const s = (await r.json()) as { id: string; ingress: { ip: string; port: number }; nodes: string[] };
+      sender.start(s.ingress);
+      await sink.waitFor(10);
+      // A fragment no chain will ever complete (a pipe-in waiting for an upstream that is gone).
+      const frag = await ctl.media.gateway.order('n-sh', 'orphan-1', { createPipeIn: { peer: 'gone' } });
+      t.equal(frag.outcome, 'ok');
+
+      const grpcPort = ctl.c.ports.grpc;
+      await ctl.c.stop();
+      ctl = await newController(grpcPort);
+      const restartedAt = Date.now();
+      await eventually(
+        () => ctl.media.gateway.nodes().filter((n) => n.connected).length === 2,
+        20000,
+        're-registration',
+      );
+      await eventually(() => ctl.media.steering.get(s.id), 10000, 'the session adopted');
+      const adopted = ctl.media.steering.get(s.id);
+      t.same(adopted?.nodes, s.nodes, 'same nodes');
+      t.same(adopted?.ingress, s.ingress, 'same ingress address');
+      t.match(adopted?.request, { codec: 'pcmu', payloadType: 0, ssrc: 4321, sink: sinkTuple });
+      await sink.waitFor(10);
+      t.pass('RTP kept flowing through the controller restart');
+      const list = (await (await api('/media/sessions')).json()) as { sessions: Array<{ id: string }> };
+      t.ok(
+        list.sessions.some((x) => x.id === s.id),
+        'listed by the new controller',
+      );
+      await eventually(
+        () => ctl.media.gateway.node('n-sh')?.load?.sessions === list.sessions.length,
+        10000,
+        'the orphan fragment torn down',
+      );
+      t.pass(`orphan dropped ${Date.now() - restartedAt} ms after the restart`);
+      const del = await api(`/media/sessions/${s.id}`, { method: 'DELETE' });
+      t.equal(del.status, 204, 'the adopted session is managed like any other');
+      sender.stop();
+    },
+  );
 }
