@@ -40,6 +40,31 @@ t.test('agent gateway over real gRPC', async (t) => {
     s.close();
   });
 
+  t.test('hello with a bad endpoint: INVALID_ARGUMENT', async (t) => {
+    const s = openStream(port);
+    const h = hello('sh2', 9000);
+    h.hello.probeEndpoints = [{ host: '127.0.0.1', port: 0, link: '' }];
+    s.call.write(h);
+    const end = await s.ended;
+    t.equal(end.code, grpc.status.INVALID_ARGUMENT);
+    t.equal(end.errorCode, 'CTRL_ERR_INVALID_MESSAGE');
+    t.match(end.details, /port 0 out of range/);
+    s.close();
+  });
+
+  t.test('a second hello on a stream: ErrorNotice, stream kept', async (t) => {
+    const s = openStream(port);
+    t.teardown(() => s.close());
+    s.call.write(hello('sh2', 9300));
+    await s.waitFor((m) => 'welcome' in m && !!m.welcome);
+    s.call.write(hello('sh2', 9300));
+    const n = await s.waitFor((m) => 'error' in m && !!m.error);
+    t.match(n, { error: { code: 'CTRL_ERR_UNEXPECTED_HELLO' } });
+    t.ok(c.gateway.connectedSites().includes('sh2'));
+    s.close();
+    await eventually(() => !c.gateway.connectedSites().includes('sh2'));
+  });
+
   t.test('first message not hello: FAILED_PRECONDITION', async (t) => {
     const s = openStream(port);
     s.call.write(report('bj1-sh1-a', 'sh1', 1, 5));
@@ -89,8 +114,8 @@ t.test('agent gateway over real gRPC', async (t) => {
     t.match(plan.probePlan, { intervalMs: 100, downAfterMisses: 3 });
     t.same(
       plan.probePlan.targets.map((x) => `${x.link}>${x.peerSite}:${x.port}`).sort(),
-      ['bj1-sh1-a>sh1:9101', 'bj1-sh1-b>sh1:9101'],
-      'bj1 (the a end) probes its links to sh1; sh2 never announced an endpoint',
+      ['bj1-sh1-a>sh1:9101', 'bj1-sh1-b>sh1:9101', 'bj1-sh2>sh2:9300'],
+      'bj1 (the a end) probes its links; sh2 disconnected but its last endpoint is kept',
     );
     // sh1 lost the bj1 links to bj1 (the a end) once bj1 connected; it keeps sh1-sh2 only if sh2 announced.
     bj1.call.write(report('bj1-sh1-a', 'sh1', 10, 20));
@@ -163,4 +188,22 @@ t.test('agent gateway over real gRPC', async (t) => {
       );
     });
   });
+});
+
+t.test('a new agent process replaces a stream that went silent', async (t) => {
+  const c = await startController({ agentStaleMs: 300 });
+  t.teardown(() => c.stop());
+  const old = openStream(c.ports.grpc);
+  t.teardown(() => old.close());
+  old.call.write(hello('bj1', 9100, AGENT_TOKEN, 'process-1'));
+  await old.waitFor((m) => 'welcome' in m && !!m.welcome);
+  await new Promise((r) => setTimeout(r, 500));
+  const fresh = openStream(c.ports.grpc);
+  t.teardown(() => fresh.close());
+  fresh.call.write(hello('bj1', 9101, AGENT_TOKEN, 'process-2'));
+  await fresh.waitFor((m) => 'welcome' in m && !!m.welcome);
+  const end = await old.ended;
+  t.equal(end.code, grpc.status.ALREADY_EXISTS, 'the silent stream was ended');
+  t.match(end.details, /replaced/);
+  t.same(c.gateway.connectedSites(), ['bj1']);
 });
