@@ -293,56 +293,83 @@ if (skip !== undefined) {
     sender.stop();
   });
 
-  t.test('draining the egress node moves the session without a long gap', async (t) => {
-    const alive = gateway
-      .nodes()
-      .filter((n) => n.connected)
-      .map((n) => n.id);
-    t.equal(alive.length, 2, `two nodes left (${alive.join(', ')})`);
-    // Restart the two killed nodes so each site has a spare again.
-    for (const [id, c] of procs)
-      if (c.signalCode === 'SIGKILL') startNode(id, id.startsWith('bj') ? 'bj1' : 'sh1', grpcPort);
-    await waitUntil('4 nodes again', () => gateway.nodes().filter((n) => n.connected).length === 4);
+  t.test(
+    'draining the ingress node, then the egress node, moves the session without a long gap',
+    async (t) => {
+      const alive = gateway
+        .nodes()
+        .filter((n) => n.connected)
+        .map((n) => n.id);
+      t.equal(alive.length, 2, `two nodes left (${alive.join(', ')})`);
+      // Restart the two killed nodes so each site has a spare again.
+      for (const [id, c] of procs)
+        if (c.signalCode === 'SIGKILL') startNode(id, id.startsWith('bj') ? 'bj1' : 'sh1', grpcPort);
+      await waitUntil('4 nodes again', () => gateway.nodes().filter((n) => n.connected).length === 4);
 
-    const sink = new RtpReceiver();
-    const sinkTuple = await sink.bind();
-    const sender = new RtpSender({ ssrc: 99, payloadType: 111 });
-    await sender.bind();
-    t.teardown(() => {
-      sender.close();
-      sink.close();
-    });
-    const res = await post({
-      ingressSite: 'bj1',
-      egressSite: 'sh1',
-      codec: 'opus',
-      payloadType: 111,
-      ssrc: 99,
-      sink: sinkTuple,
-    });
-    t.equal(res.statusCode, 201, res.body);
-    const s = res.json<{ id: string; ingress: { ip: string; port: number }; nodes: string[] }>();
-    sender.start(s.ingress);
-    await sink.waitFor(15);
-    const egress = s.nodes[1] as string;
-    const drainAt = Date.now();
-    const d = await app.inject({ method: 'POST', url: `/api/v1/media/nodes/${egress}/drain` });
-    t.equal(d.statusCode, 202);
-    t.match(d.json(), { id: egress, moved: 1 });
-    await sink.waitFor(15);
-    t.not(steering.get(s.id)?.nodes[1], egress, 'egress moved off the drained node');
-    const nodes = (await app.inject({ method: 'GET', url: '/api/v1/media/nodes' })).json().nodes as Array<{
-      id: string;
-      healthy: boolean;
-    }>;
-    t.equal(
-      nodes.find((n) => n.id === egress)?.healthy,
-      false,
-      'a draining node is not healthy for placement',
-    );
-    console.log(`# drain: largest gap at the sink ${maxGapAfter(sink.packets, drainAt - 40)} ms`);
-    const unknown = await app.inject({ method: 'POST', url: '/api/v1/media/nodes/nope/drain' });
-    t.equal(unknown.statusCode, 404);
-    sender.stop();
-  });
+      const sink = new RtpReceiver();
+      const sinkTuple = await sink.bind();
+      const sender = new RtpSender({ ssrc: 99, payloadType: 111 });
+      await sender.bind();
+      t.teardown(() => {
+        sender.close();
+        sink.close();
+      });
+      const res = await post({
+        ingressSite: 'bj1',
+        egressSite: 'sh1',
+        codec: 'opus',
+        payloadType: 111,
+        ssrc: 99,
+        sink: sinkTuple,
+      });
+      t.equal(res.statusCode, 201, res.body);
+      const s = res.json<{ id: string; ingress: { ip: string; port: number }; nodes: string[] }>();
+      sender.start(s.ingress);
+      await sink.waitFor(15);
+
+      // Drain the ingress node: a complete new path on the spare nodes, announced with
+      // media.session.moved; the old path carries RTP until the source has re-targeted.
+      const oldIngress = s.nodes[0] as string;
+      const oldEgress = s.nodes[1] as string;
+      const dIn = await app.inject({ method: 'POST', url: `/api/v1/media/nodes/${oldIngress}/drain` });
+      t.equal(dIn.statusCode, 202);
+      await waitUntil('moved on drain', () =>
+        events.some((e) => e.type === 'media.session.moved' && e.data.id === s.id),
+      );
+      const mv = events.filter((e) => e.type === 'media.session.moved' && e.data.id === s.id).pop();
+      const retargetAt = Date.now();
+      await sink.waitFor(5); // still flowing through the old path before the source re-targets
+      t.pass('the old path carries RTP until the source re-targets');
+      sender.retarget(mv?.data.ingress as { ip: string; port: number });
+      await waitUntil('old path retired', () => gateway.node(oldIngress)?.load?.sessions === 0, 15000);
+      t.ok(
+        (steering.get(s.id)?.nodes ?? []).every((n) => n !== oldIngress && n !== oldEgress),
+        `new path ${steering.get(s.id)?.nodes.join(' -> ')}`,
+      );
+      console.log(
+        `# ingress drain: largest gap at the sink ${maxGapAfter(sink.packets, retargetAt - 40)} ms`,
+      );
+
+      const egress = steering.get(s.id)?.nodes[1] as string;
+      const drainAt = Date.now();
+      const d = await app.inject({ method: 'POST', url: `/api/v1/media/nodes/${egress}/drain` });
+      t.equal(d.statusCode, 202);
+      t.match(d.json(), { id: egress, moved: 1 });
+      await sink.waitFor(15);
+      t.not(steering.get(s.id)?.nodes[1], egress, 'egress moved off the drained node');
+      const nodes = (await app.inject({ method: 'GET', url: '/api/v1/media/nodes' })).json().nodes as Array<{
+        id: string;
+        healthy: boolean;
+      }>;
+      t.equal(
+        nodes.find((n) => n.id === egress)?.healthy,
+        false,
+        'a draining node is not healthy for placement',
+      );
+      console.log(`# drain: largest gap at the sink ${maxGapAfter(sink.packets, drainAt - 40)} ms`);
+      const unknown = await app.inject({ method: 'POST', url: '/api/v1/media/nodes/nope/drain' });
+      t.equal(unknown.statusCode, 404);
+      sender.stop();
+    },
+  );
 }
