@@ -7,7 +7,7 @@
  * allocated or logged per sample, and percentiles are computed only when a snapshot is taken.
  */
 import { EventEmitter } from 'node:events';
-import type { Topology } from '@meridian/topology';
+import type { LinkState, Topology } from '@meridian/topology';
 import type { LinkProbeStats } from './proto';
 
 /** How the estimator smooths and decides. Defaults: `DEFAULT_ESTIMATOR_SETTINGS`. */
@@ -446,4 +446,21 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
 function moved(prev: number | null, next: number | null, eps: number): boolean {
   if (prev === null || next === null) return prev !== next;
   return Math.abs(next - prev) >= eps;
+}
+
+/**
+ * The measured state the route engine (`RouteEngine.update()` of @meridian/topology) takes for a
+ * link: `null` (back to nominal) while unknown or stale, `{ up: false }` when down, else the
+ * measured metrics (those not measured yet are left to the nominal values).
+ */
+export function linkStateOf(s: LinkSnapshot): LinkState | null {
+  if (s.up === null) return null;
+  if (!s.up) return { up: false };
+  return {
+    up: true,
+    ...(s.latencyMs !== null ? { latencyMs: s.latencyMs } : {}),
+    ...(s.jitterMs !== null ? { jitterMs: s.jitterMs } : {}),
+    ...(s.lossPct !== null ? { lossPct: s.lossPct } : {}),
+    ...(s.utilPct !== null ? { utilPct: s.utilPct } : {}),
+  };
 }

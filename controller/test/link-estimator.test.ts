@@ -1,5 +1,5 @@
 import t from 'tap';
-import { LinkEstimator, type LinkChange } from '../src/index';
+import { LinkEstimator, linkStateOf, type LinkChange } from '../src/index';
 import { smallTopology } from './helpers';
 
 const T0 = 1_800_000_000_000;
@@ -139,5 +139,15 @@ t.test('utilisation from SNMP: highest interface wins', (t) => {
   t.equal(e.snapshot('bj1-sh1-a')!.utilPct, 35.5);
   e.setUtilisation('nope', 'r1/eth0', 20, T0);
   t.equal(e.snapshot('nope'), undefined);
+  t.end();
+});
+
+t.test('linkStateOf: what the route engine takes', (t) => {
+  const { e, i } = make({ upAfterSuccesses: 1, downAfterMisses: 1 });
+  t.equal(linkStateOf(e.snapshot('bj1-sh1-a')!), null, 'unknown: nominal');
+  e.ingestSample(i, 'bj1', 10, -1, false, T0);
+  t.same(linkStateOf(e.snapshot('bj1-sh1-a')!), { up: true, latencyMs: 5, jitterMs: 0, lossPct: 0 });
+  e.ingestSample(i, 'bj1', -1, -1, true, T0);
+  t.same(linkStateOf(e.snapshot('bj1-sh1-a')!), { up: false });
   t.end();
 });
