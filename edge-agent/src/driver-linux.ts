@@ -69,6 +69,9 @@ interface RouteSpec {
 }
 
 const NFT_TABLE = 'meridian';
+/** Lines per `ip -batch` process, and attempts of a chunk the kernel refused for lack of memory. */
+const BATCH_CHUNK = 200;
+const ENOMEM_RETRIES = 8;
 const PREF_MIN = TABLE_BASE;
 const PREF_MAX = 29999;
 
@@ -127,16 +130,32 @@ export class LinuxPolicyDriver implements PolicyDriver {
     return run(this.#ip, ['netns', 'exec', this.#netns, this.#nft, ...args], input);
   }
 
+  /**
+   * Runs lines through `ip -batch`, in chunks. A seg6 encapsulation route allocates per-CPU
+   * memory atomically, and that pool can run dry for a moment under a burst of route adds
+   * (`percpu: allocation failed … atomic`, "Cannot allocate memory"): the chunk is retried after a
+   * pause that lets the kernel refill it. Lines must be idempotent (`replace`, or dels of existing).
+   */
   async #batch(family: Family | null, lines: readonly string[]): Promise<void> {
-    if (lines.length === 0) return;
     const fam = family === null ? [] : [`-${family}`];
-    const r = await this.#ipCmd([...fam, '-batch', '-'], lines.join('\n') + '\n');
-    if (r.code !== 0) {
-      const m = /Command failed -:(\d+)/.exec(r.stderr);
-      const line = m?.[1] !== undefined ? lines[Number(m[1]) - 1] : undefined;
-      throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip refused '${line ?? lines[0] ?? ''}'`, {
-        detail: r.stderr.trim(),
-      });
+    for (let start = 0; start < lines.length; start += BATCH_CHUNK) {
+      let chunk = lines.slice(start, start + BATCH_CHUNK);
+      for (let attempt = 1; ; attempt++) {
+        const r = await this.#ipCmd([...fam, '-batch', '-'], chunk.join('\n') + '\n');
+        if (r.code === 0) break;
+        const m = /Command failed -:(\d+)/.exec(r.stderr);
+        const failedAt = m?.[1] !== undefined ? Number(m[1]) - 1 : 0;
+        const line = chunk[failedAt];
+        if (/Cannot allocate memory/.test(r.stderr) && attempt < ENOMEM_RETRIES) {
+          // Everything before the failed line is in; go on from it after a pause.
+          chunk = chunk.slice(failedAt);
+          await new Promise((res) => setTimeout(res, 20 * attempt));
+          continue;
+        }
+        throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip refused '${line ?? chunk[0] ?? ''}'`, {
+          detail: r.stderr.trim(),
+        });
+      }
     }
   }
 

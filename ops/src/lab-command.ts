@@ -2,9 +2,7 @@
  * `meridian lab up|down|status|fault …` (root). Output for humans by default, `--json` for tools.
  */
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import type { Topology } from '@meridian/topology';
+import { REFERENCE_TOPOLOGY_PATH, isTopologyError, loadTopology, type Topology } from '@meridian/topology';
 import { OpsError } from './errors';
 import { labDown, labFault, labStatus, labUp, type LabFault } from './lab';
 
@@ -19,19 +17,13 @@ function out(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
-async function loadTopologyFile(file: string): Promise<Topology> {
-  // The loader lives in @meridian/topology (foundation issue); loaded lazily so `lab down` works
-  // even when the topology package is broken.
-  const topo = (await import('@meridian/topology')) as unknown as {
-    loadTopology?: (f: string) => Topology | { ok: boolean; topology?: Topology; errors?: unknown[] };
-  };
-  if (typeof topo.loadTopology !== 'function') {
-    throw new OpsError('OPS_ERR_BAD_ARGS', 'this build of @meridian/topology has no loadTopology()');
+function loadTopologyFile(file: string): Topology {
+  try {
+    return loadTopology(file);
+  } catch (err) {
+    if (isTopologyError(err)) throw new OpsError('OPS_ERR_BAD_ARGS', err.message);
+    throw err;
   }
-  const r = topo.loadTopology(file);
-  if ('sites' in r) return r;
-  if (r.ok && r.topology !== undefined) return r.topology;
-  throw new OpsError('OPS_ERR_BAD_ARGS', `topology ${file} is invalid: ${JSON.stringify(r.errors ?? [])}`);
 }
 
 function num(text: string | undefined, what: string, max: number): number {
@@ -78,9 +70,7 @@ export async function labCommand(argv: string[]): Promise<number> {
           options: { topology: { type: 'string' }, json: { type: 'boolean' } },
           strict: true,
         });
-        const file = values.topology ?? path.join(__dirname, '..', '..', '..', 'topology', 'reference.yaml');
-        readFileSync(file); // a clear error for a missing file
-        const d = await labUp(await loadTopologyFile(file));
+        const d = await labUp(loadTopologyFile(values.topology ?? REFERENCE_TOPOLOGY_PATH));
         if (values.json === true) out(JSON.stringify(d));
         else {
           out(`lab up: ${d.sites.length} sites, ${d.links.length} links`);
