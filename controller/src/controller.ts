@@ -394,7 +394,11 @@ export class Controller extends EventEmitter<ControllerEvents> {
       this.history.write({
         measurement: 'link_probe',
         tags: { link: s.id, src: s.src, dst: s.src === s.a ? s.b : s.a },
-        fields: { rtt_ms: s.rttMs ?? -1, jitter_ms: s.jitterMs ?? 0, loss_pct: s.lossPct ?? 0 },
+        fields: {
+          ...(s.rttMs !== null ? { rtt_ms: s.rttMs } : {}),
+          ...(s.jitterMs !== null ? { jitter_ms: s.jitterMs } : {}),
+          loss_pct: s.lossPct ?? 0,
+        },
         timestamp: now,
       });
     }

@@ -13,7 +13,8 @@ export const HISTORY_DATABASE = 'meridian';
 export interface LinkProbePoint {
   readonly measurement: 'link_probe';
   readonly tags: { readonly link: string; readonly src: string; readonly dst: string };
-  readonly fields: { readonly rtt_ms: number; readonly jitter_ms: number; readonly loss_pct: number };
+  /** `rtt_ms`/`jitter_ms` are absent until the link has answered a probe. */
+  readonly fields: { readonly rtt_ms?: number; readonly jitter_ms?: number; readonly loss_pct: number };
   /** ms since epoch */
   readonly timestamp: number;
 }
