@@ -392,7 +392,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   }
 
   /** Marks a node draining (no new placements) and moves its sessions off, make-before-break. */
-  async drain(nodeId: string): Promise<Outcome<{ id: string; moved: number }>> {
+  async drain(nodeId: string): Promise<Outcome<{ id: string; moved: number; remaining: number }>> {
     const node = this.#gw.node(nodeId);
     if (node === undefined)
       return {
@@ -401,8 +401,20 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       };
     node.draining = true;
     const affected = [...this.#sessions.values()].filter((s) => s.path.includes(nodeId));
-    await Promise.all(affected.map((s) => this.#serial(s.id, () => this.#drainSession(s, nodeId))));
-    return { ok: true, value: { id: nodeId, moved: affected.length } };
+    const moved = await Promise.all(
+      affected.map((s) =>
+        this.#serial(s.id, () => this.#drainSession(s, nodeId)).catch((err: unknown) => {
+          this.#log.error(
+            { session: s.id, err: err instanceof Error ? err.message : String(err) },
+            'drain failed',
+          );
+          return false;
+        }),
+      ),
+    );
+    const n = moved.filter(Boolean).length;
+    // Sessions that could not move (no spare node) stay on the draining node: `remaining` says so.
+    return { ok: true, value: { id: nodeId, moved: n, remaining: affected.length - n } };
   }
 
   close(): void {
@@ -594,14 +606,14 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#observer.emit('resteered', { id: s.id, reason, ms, ok });
   }
 
-  async #drainSession(s: SessionRecord, nodeId: string): Promise<void> {
+  async #drainSession(s: SessionRecord, nodeId: string): Promise<boolean> {
     const k = s.path.indexOf(nodeId);
-    if (this.#sessions.get(s.id) !== s || k < 0) return;
+    if (this.#sessions.get(s.id) !== s || k < 0) return false;
     if (k > 0) {
       // Egress or relay: build the replacement next to the old node, switch, then drop the old one
       // (the sink hears both for a moment rather than nothing).
       const node = this.#replacement(s, k, true);
-      if (node === undefined) return;
+      if (node === undefined) return false;
       await this.#replace(s, k, node.id);
       await this.#gw.order(nodeId, s.id, { tearDown: {} });
     } else {
@@ -611,7 +623,19 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       const saved = new Set(old);
       const ingress = this.#pick(s.request.ingressSite, old);
       const egress = this.#pick(s.request.egressSite, [...old, ...(ingress ? [ingress.id] : [])], ingress);
-      if (ingress === undefined || egress === undefined || saved.has(egress.id)) return;
+      if (ingress === undefined || egress === undefined || saved.has(egress.id)) {
+        // Not enough spare nodes for a second path: move the ingress alone. The next node takes
+        // the new ingress as its source at once, so the source must re-target (gap = its delay).
+        const node = this.#replacement(s, 0, true);
+        if (node === undefined) return false;
+        const moved = await this.#replace(s, 0, node.id);
+        if (moved !== undefined) s.ingress = moved;
+        this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
+        if (s.path.length === 1) void this.#retireWhenFlowing(s, node.id, old);
+        else await this.#gw.order(nodeId, s.id, { tearDown: {} });
+        s.moves += 1;
+        return true;
+      }
       const path = [ingress.id, egress.id];
       s.ingress = await this.#buildChain(s, path);
       s.path = path;
@@ -619,6 +643,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       void this.#retireWhenFlowing(s, ingress.id, old);
     }
     s.moves += 1;
+    return true;
   }
 
   async #retireWhenFlowing(s: SessionRecord, newIn: string, old: string[]): Promise<void> {

@@ -244,4 +244,51 @@ if (skip !== undefined) {
       sender.stop();
     },
   );
+
+  t.test('draining with no spare path moves the ingress alone, and reports what cannot move', async (t) => {
+    startNode('n-bj2', 'bj1');
+    await eventually(() => ctl.media.gateway.node('n-bj2')?.load, 20000, 'a second bj1 node');
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 55, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+    });
+    const r = await api('/media/sessions', {
+      method: 'POST',
+      body: JSON.stringify({
+        ingressSite: 'bj1',
+        egressSite: 'sh1',
+        codec: 'opus',
+        payloadType: 111,
+        ssrc: 55,
+        sink: sinkTuple,
+      }),
+    });
+    t.equal(r.status, 201);
+    const s = (await r.json()) as { id: string; ingress: { ip: string; port: number }; nodes: string[] };
+    sender.start(s.ingress);
+    await sink.waitFor(10);
+    const moved = new Promise<{ ip: string; port: number }>((resolve) =>
+      ctl.media.steering.on('event', (ev) => {
+        if (ev.type === 'media.session.moved' && ev.data.id === s.id)
+          resolve(ev.data.ingress as { ip: string; port: number });
+      }),
+    );
+    const d = await api(`/media/nodes/${s.nodes[0]}/drain`, { method: 'POST' });
+    t.equal(d.status, 202);
+    t.same(await d.json(), { id: s.nodes[0], moved: 1, remaining: 0 });
+    sender.retarget(await moved);
+    const at = Date.now();
+    await eventually(() => sink.packets.some((p) => p.at > at + 50), 10000, 'RTP after re-targeting');
+    t.not(ctl.media.steering.get(s.id)?.nodes[0], s.nodes[0], 'the ingress left the drained node');
+    const d2 = await api('/media/nodes/n-sh/drain', { method: 'POST' });
+    const b2 = (await d2.json()) as { id: string; moved: number; remaining: number };
+    // n-sh also carries the session adopted after the restart: neither can move.
+    t.match(b2, { id: 'n-sh', moved: 0 }, 'no other node can take the egress');
+    t.ok(b2.remaining >= 1, `remaining ${b2.remaining}`);
+    sender.stop();
+  });
 }
