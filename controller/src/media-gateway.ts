@@ -65,7 +65,13 @@ export interface MediaHelloMsg {
   token: string;
   rtpIp: string;
   workers: number;
-  capacity: { maxSessionsPerWorker: number; freeSessions: number; rtpPortMin: number; rtpPortMax: number };
+  /** null when a (broken) node leaves it out. */
+  capacity: {
+    maxSessionsPerWorker: number;
+    freeSessions: number;
+    rtpPortMin: number;
+    rtpPortMax: number;
+  } | null;
   instanceId: string;
   sessions: MediaSessionStateMsg[];
 }
@@ -346,12 +352,12 @@ export class MediaGateway extends EventEmitter<MediaGatewayEvents> {
       connectedAt: Date.now(),
       load: undefined,
       legs: new Map(),
-      maxSessionsPerWorker: hello.capacity.maxSessionsPerWorker,
-      announced: hello.sessions,
+      maxSessionsPerWorker: hello.capacity?.maxSessionsPerWorker ?? 0,
+      announced: Array.isArray(hello.sessions) ? hello.sessions : [],
     };
     this.#nodes.set(record.id, record);
     this.#calls.set(record.id, call);
-    const announced = hello.sessions.map((s) => s.sessionId);
+    const announced = record.announced.map((s) => s.sessionId);
     const drop = this.#opts.sessionsToDrop?.(record.id, announced) ?? [];
     call.write({
       welcome: {

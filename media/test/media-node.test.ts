@@ -220,6 +220,26 @@ if (!bin.exists) {
     await nodeB.closeSession('s-stall');
   });
 
+  t.test('transports use the configured port range; load reports worker CPU', async (t) => {
+    const node = await MediaNode.create({
+      nodeId: 'ports',
+      site: 'bj1',
+      workers: 1,
+      log,
+      rtpPorts: { min: 41000, max: 41050 },
+    });
+    t.teardown(() => node.close());
+    const tuple = await node.createIngress('s-ports', { codec: 'pcma', payloadType: 8, ssrc: 3 });
+    t.ok(tuple.port >= 41000 && tuple.port <= 41050, `port ${tuple.port} in 41000-41050`);
+    const first = await node.load();
+    t.equal(first.workers[0]?.cpuPercent, 0, 'no CPU figure before a second sample');
+    await new Promise((r) => setTimeout(r, 200));
+    const second = await node.load();
+    t.type(second.workers[0]?.cpuPercent, 'number');
+    t.ok((second.workers[0]?.cpuPercent ?? -1) >= 0, `cpu ${second.workers[0]?.cpuPercent}%`);
+    t.match(second, { nodeId: 'ports', site: 'bj1', sessions: 1, maxSessionsPerWorker: 500 });
+  });
+
   t.test('a killed worker is restarted and its sessions reported lost', async (t) => {
     const node = await MediaNode.create({ nodeId: 'k', site: 'bj1', workers: 1, log });
     t.teardown(() => node.close());
