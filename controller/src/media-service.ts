@@ -74,6 +74,28 @@ export function siteLatencies(topology: Topology): (from: string, to: string) =>
   return siteRoutes(topology).latency;
 }
 
+/**
+ * Whether `to` can be reached from `from` over links not known to be down (a link never measured
+ * counts as up: the controller does not cut media on missing telemetry).
+ */
+export function reachable(controller: Controller, from: string, to: string): boolean {
+  if (from === to) return true;
+  const links = controller.estimator.snapshots().filter((l) => l.up !== false);
+  const seen = new Set([from]);
+  const queue = [from];
+  while (queue.length > 0) {
+    const u = queue.shift() as string;
+    for (const l of links) {
+      const v = l.a === u ? l.b : l.b === u ? l.a : undefined;
+      if (v === undefined || seen.has(v)) continue;
+      if (v === to) return true;
+      seen.add(v);
+      queue.push(v);
+    }
+  }
+  return false;
+}
+
 export interface MediaSteeringService {
   gateway: MediaGateway;
   steering: MediaSteering;
@@ -172,6 +194,11 @@ export function attachMediaSteering(
     ...(opts.adoptGraceMs === undefined ? {} : { adoptGraceMs: opts.adoptGraceMs }),
     // Relays at the intermediate sites of the shortest-latency path (where a node sits there).
     relaySites: (from, to) => routes.path(from, to).slice(1, -1),
+    reachable: (from, to) => reachable(controller, from, to),
+  });
+  // A link that goes down may cut a pipe's path: re-steer at once (liveness changes only).
+  controller.on('link-change', (c) => {
+    if (c.liveness && c.state.up === false) steering.recheckPaths(`link ${c.id} down`);
   });
   late.steering = steering;
   controller.addGrpcService(gateway.definition, gateway.implementation);

@@ -117,6 +117,12 @@ export interface MediaSteeringOptions {
    * estimate); default 0 for the same site, 1 otherwise.
    */
   distance?: (fromSite: string, toSite: string) => number;
+  /**
+   * Whether RTP can get from one site to another now (link state from telemetry). Pipes are only
+   * placed between reachable sites, and `recheckPaths()` re-steers pipes that lost their path.
+   * Default: always.
+   */
+  reachable?: (fromSite: string, toSite: string) => boolean;
   /** Intermediate sites of the voice route from one site to another (relay candidates). Default none. */
   relaySites?: (fromSite: string, toSite: string) => string[];
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
@@ -162,6 +168,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #drainGraceMs: number;
   readonly #relaySites: (a: string, b: string) => string[];
   readonly #adoptGraceMs: number;
+  readonly #reachable: (a: string, b: string) => boolean;
   /** Fragments of sessions announced by nodes that this controller does not know (yet). */
   readonly #orphans = new Map<
     string,
@@ -180,6 +187,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#drainGraceMs = options.drainGraceMs ?? 10000;
     this.#relaySites = options.relaySites ?? (() => []);
     this.#adoptGraceMs = options.adoptGraceMs ?? 5000;
+    this.#reachable = options.reachable ?? (() => true);
     this.#gw.on('nodedown', (node, why) => this.#onNodeDown(node, why));
     this.#gw.on('nodeup', (node) => {
       this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } });
@@ -415,6 +423,29 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const n = moved.filter(Boolean).length;
     // Sessions that could not move (no spare node) stay on the draining node: `remaining` says so.
     return { ok: true, value: { id: nodeId, moved: n, remaining: affected.length - n } };
+  }
+
+  /**
+   * Re-steers every pipe whose two sites can no longer reach each other (call it when link state
+   * changes): the downstream node is replaced by one the upstream node can reach.
+   */
+  recheckPaths(reason = 'link state changed'): number {
+    const detectedAt = Date.now();
+    let n = 0;
+    for (const s of this.#sessions.values()) {
+      for (let i = 0; i + 1 < s.path.length; i++) {
+        const a = this.#gw.node(s.path[i] as string)?.site;
+        const b = this.#gw.node(s.path[i + 1] as string)?.site;
+        if (a === undefined || b === undefined || a === b || this.#reachable(a, b)) continue;
+        const failed = s.path[i + 1] as string;
+        n += 1;
+        void this.#serial(s.id, () =>
+          this.#resteer(s, failed, `${reason}: ${a} cannot reach ${b}`, detectedAt, true),
+        );
+        break;
+      }
+    }
+    return n;
   }
 
   close(): void {
@@ -666,6 +697,13 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     let bestKey: [number, number, number, string] | undefined;
     for (const n of this.#gw.nodes()) {
       if (!n.connected || n.draining || exclude.includes(n.id)) continue;
+      if (
+        near !== undefined &&
+        near.id !== n.id &&
+        near.site !== n.site &&
+        !this.#reachable(near.site, n.site)
+      )
+        continue;
       const free = n.load?.freeSessions ?? n.maxSessionsPerWorker * Math.max(1, n.workers);
       if (free <= 0) continue;
       const placed = [...this.#sessions.values()].filter((s) => s.path.includes(n.id)).length;

@@ -1,7 +1,8 @@
 /**
  * Relays: when the voice route from the ingress site to the egress site crosses an intermediate
  * site with a media node, the session is piped through it (three real `meridian media`
- * processes in a chain); killing the relay re-pipes the session through another node.
+ * processes in a chain); killing the relay re-pipes the session through another node, and so
+ * does a link-state change that leaves the relay's site unreachable.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -50,10 +51,13 @@ if (skip !== undefined) {
     healthIntervalMs: 100,
     sessionsToDrop: (n, a) => steering.sessionsToDrop(n, a),
   });
+  // Link state as telemetry would report it: site pairs that cannot reach each other.
+  const cut = new Set<string>();
   const steering: MediaSteering = new MediaSteering({
     gateway,
     log,
     distance,
+    reachable: (a, b) => !cut.has(`${a}|${b}`) && !cut.has(`${b}|${a}`),
     relaySites: (a, b) => sitesOnRoute[`${a}>${b}`] ?? [],
   });
   const server = new grpc.Server();
@@ -71,6 +75,7 @@ if (skip !== undefined) {
       ['gz-a', 'gz1'],
       ['gz-b', 'gz1'],
       ['sh', 'sh1'],
+      ['sh-2', 'sh1'],
     ] as const) {
       procs.set(
         id,
@@ -84,7 +89,7 @@ if (skip !== undefined) {
         ),
       );
     }
-    await waitUntil('4 media nodes', () => gateway.nodes().filter((n) => n.connected && n.load).length === 4);
+    await waitUntil('5 media nodes', () => gateway.nodes().filter((n) => n.connected && n.load).length === 5);
   });
   t.teardown(async () => {
     for (const c of procs.values()) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
@@ -142,6 +147,42 @@ if (skip !== undefined) {
       prev = p.at;
     }
     console.log(`# relay death: largest gap at the sink ${gap} ms`);
+    sender.stop();
+    t.equal(await steering.remove(s.id), true);
+  });
+
+  t.test('a pipe whose path is cut (link state) is re-steered through a reachable node', async (t) => {
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 888, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+      cut.clear();
+    });
+    const r = await steering.create({
+      ingressSite: 'bj1',
+      egressSite: 'sh1',
+      codec: 'opus',
+      payloadType: 111,
+      ssrc: 888,
+      sink: sinkTuple,
+    });
+    if (!r.ok) throw new Error(r.error.message);
+    t.same(r.value.sites, ['bj1', 'gz1', 'sh1']);
+    sender.start(r.value.ingress);
+    await sink.waitFor(10);
+    t.equal(steering.recheckPaths(), 0, 'nothing to do while every path is up');
+    cut.add('bj1|gz1');
+    const cutAt = Date.now();
+    t.equal(steering.recheckPaths('link bj1-gz1 down'), 1, 'one pipe lost its path');
+    await waitUntil('re-steered', () => steering.get(r.value.id)?.sites[1] !== 'gz1');
+    await waitUntil('RTP after the re-steer', () => sink.packets.some((p) => p.at > cutAt + 100));
+    const after = steering.get(r.value.id);
+    t.equal(after?.nodes[0], r.value.nodes[0], 'the ingress stays');
+    t.not(after?.sites[1], 'gz1', `the relay moved off gz1 (${after?.nodes.join(' -> ')})`);
+    t.equal(after?.status, 'active');
     sender.stop();
   });
 }
