@@ -8,7 +8,13 @@ export * from './lab';
 export * from './lab-plan';
 export * from './link-emulator';
 export * from './lab-command';
+export * from './meridian-process';
+export * from './command-start';
 import { labCommand } from './lab-command';
+import { startCommand } from './command-start';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
-export const commands: Record<string, (argv: string[]) => Promise<number>> = { lab: labCommand };
+export const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  lab: labCommand,
+  start: startCommand,
+};

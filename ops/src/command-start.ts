@@ -1,0 +1,162 @@
+/**
+ * `meridian start` (what `npm start` runs): the quick start. Starts a controller and one edge agent
+ * per site of the topology on loopback, waits until every agent is connected and the links have
+ * measurements, prints the API URL and token, and runs until Ctrl-C.
+ *
+ * The network-namespace lab (`meridian lab up`, root) is the full data plane; this loopback variant
+ * needs no privileges: probes between agents all cross 127.0.0.1, so link metrics are real
+ * measurements of this host, not of the topology's links.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { REFERENCE_TOPOLOGY_PATH, isTopologyError, loadTopology, type Topology } from '@meridian/topology';
+import { OpsError } from './errors';
+import { startControllerDaemon, startDaemon, type Daemon } from './meridian-process';
+import { sleep } from './service-process';
+
+const USAGE = `usage: meridian start [--topology FILE] [--http HOST:PORT] [--grpc HOST:PORT]
+                      [--redis URL] [--influx URL]
+
+Runs a controller and one edge agent per site on loopback and prints the API URL and token.
+Tokens come from MERIDIAN_API_TOKEN / MERIDIAN_AGENT_TOKEN or are generated for this run.`;
+
+function say(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+async function waitForAgents(http: string, token: string, sites: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let connected = 0;
+  while (Date.now() < deadline) {
+    try {
+      const res = await fetch(`http://${http}/api/v1/agents`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      if (res.ok) {
+        const body = (await res.json()) as { agents: { connected: boolean }[] };
+        connected = body.agents.filter((a) => a.connected).length;
+        if (connected >= sites) return connected;
+      }
+    } catch {
+      // controller still coming up: try again
+    }
+    await sleep(200);
+  }
+  return connected;
+}
+
+/** `meridian start`; resolves to the exit code once stopped by SIGINT/SIGTERM. */
+export async function startCommand(argv: string[]): Promise<number> {
+  let values: {
+    topology?: string;
+    http?: string;
+    grpc?: string;
+    redis?: string;
+    influx?: string;
+    help?: boolean;
+  };
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        topology: { type: 'string' },
+        http: { type: 'string' },
+        grpc: { type: 'string' },
+        redis: { type: 'string' },
+        influx: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`meridian start: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help === true) {
+    say(USAGE);
+    return 0;
+  }
+  const topologyFile = values.topology ?? REFERENCE_TOPOLOGY_PATH;
+  let topology: Topology;
+  try {
+    topology = loadTopology(topologyFile);
+  } catch (err) {
+    if (isTopologyError(err)) {
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const apiToken = process.env.MERIDIAN_API_TOKEN ?? randomBytes(24).toString('base64url');
+  const agentToken = process.env.MERIDIAN_AGENT_TOKEN ?? randomBytes(24).toString('base64url');
+  const env = { MERIDIAN_API_TOKEN: apiToken, MERIDIAN_AGENT_TOKEN: agentToken };
+  const logDir = mkdtempSync(path.join(os.tmpdir(), 'meridian-start-'));
+  const daemons: Daemon[] = [];
+  let stopping = false;
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    await Promise.all(daemons.filter((d) => d.name !== 'controller').map((d) => d.stop()));
+    await Promise.all(daemons.filter((d) => d.name === 'controller').map((d) => d.stop()));
+  };
+
+  try {
+    const args = ['--topology', topologyFile, '--http', values.http ?? '127.0.0.1:8080'];
+    args.push('--grpc', values.grpc ?? '127.0.0.1:7400');
+    if (values.redis !== undefined) args.push('--redis', values.redis);
+    if (values.influx !== undefined) args.push('--influx', values.influx);
+    const { daemon, address } = await startControllerDaemon({
+      args,
+      env,
+      logFile: path.join(logDir, 'controller.log'),
+    });
+    daemons.push(daemon);
+    for (const site of topology.sites) {
+      daemons.push(
+        startDaemon(`agent ${site.id}`, {
+          args: ['agent', '--site', site.id, '--controller', address.grpc, '--probe-listen', '127.0.0.1:0'],
+          env,
+          logFile: path.join(logDir, `agent-${site.id}.log`),
+        }),
+      );
+    }
+    const connected = await waitForAgents(address.http, apiToken, topology.sites.length, 30_000);
+    say(`Meridian is running on loopback (${topology.sites.length} sites, ${topology.links.length} links).`);
+    say(`  agents connected: ${connected}/${topology.sites.length}`);
+    say(`  API:   http://${address.http}/api/v1   (health: http://${address.http}/api/v1/health)`);
+    say(`  token: ${apiToken}`);
+    say(`  try:   curl -s -H 'Authorization: Bearer ${apiToken}' http://${address.http}/api/v1/links`);
+    say(`  logs:  ${logDir}`);
+    say('Ctrl-C stops everything.');
+  } catch (err) {
+    await stopAll();
+    if (err instanceof OpsError) {
+      process.stderr.write(`meridian start: ${err.message}\nlogs: ${logDir}\n`);
+      return 1;
+    }
+    throw err;
+  }
+
+  return new Promise<number>((resolve) => {
+    const finish = (code: number): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      void stopAll().then(() => resolve(code));
+    };
+    const onSignal = (): void => finish(0);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    for (const d of daemons) {
+      d.child.once('exit', (code, signal) => {
+        if (stopping) return;
+        process.stderr.write(
+          `meridian start: ${d.name} exited (code ${code}, signal ${signal}); see ${logDir}\n`,
+        );
+        if (d.name === 'controller') finish(1);
+      });
+    }
+  });
+}
