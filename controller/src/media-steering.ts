@@ -327,44 +327,51 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const req = v.value;
     const id = randomUUID();
     return this.#serial(id, async () => {
-      const path = this.#place(req);
-      if (typeof path === 'string') {
-        return {
-          ok: false,
-          error: {
-            status: 503,
-            code: 'CTRL_ERR_MEDIA_NO_CAPACITY',
-            message: `no healthy media node with free capacity for site ${path}`,
-          },
+      // Nodes that refused for lack of capacity (their last load report was older than their
+      // sessions) or failed an order are avoided on the next attempt.
+      const avoid: string[] = [];
+      let lastError: SteeringError | undefined;
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const path = this.#place(req, avoid);
+        if (typeof path === 'string') {
+          return {
+            ok: false,
+            error: lastError ?? {
+              status: 503,
+              code: 'CTRL_ERR_MEDIA_NO_CAPACITY',
+              message: `no healthy media node with free capacity for site ${path}`,
+            },
+          };
+        }
+        const rec: SessionRecord = {
+          id,
+          request: req,
+          path,
+          ingress: { ip: '', port: 0 },
+          status: 'active',
+          moves: 0,
+          createdAt: Date.now(),
         };
-      }
-      const rec: SessionRecord = {
-        id,
-        request: req,
-        path,
-        ingress: { ip: '', port: 0 },
-        status: 'active',
-        moves: 0,
-        createdAt: Date.now(),
-      };
-      try {
-        rec.ingress = await this.#buildChain(rec, path);
-      } catch (err) {
-        this.#teardown(id, path);
-        const msg = err instanceof Error ? err.message : String(err);
-        const capacity = err instanceof StepError && err.result.error?.code === 'MEDIA_ERR_CAPACITY';
-        return {
-          ok: false,
-          error: {
+        try {
+          rec.ingress = await this.#buildChain(rec, path);
+        } catch (err) {
+          this.#teardown(id, path);
+          const msg = err instanceof Error ? err.message : String(err);
+          const capacity = err instanceof StepError && err.result.error?.code === 'MEDIA_ERR_CAPACITY';
+          lastError = {
             status: 503,
             code: capacity ? 'CTRL_ERR_MEDIA_NO_CAPACITY' : 'CTRL_ERR_MEDIA_STEERING',
             message: `session could not be built: ${msg}`,
-          },
-        };
+          };
+          if (err instanceof StepError) avoid.push(err.node);
+          else break;
+          continue;
+        }
+        this.#sessions.set(id, rec);
+        this.#log.info({ session: id, path }, 'media session created');
+        return { ok: true, value: this.#view(rec) };
       }
-      this.#sessions.set(id, rec);
-      this.#log.info({ session: id, path }, 'media session created');
-      return { ok: true, value: this.#view(rec) };
+      return { ok: false, error: lastError as SteeringError };
     });
   }
 
@@ -457,16 +464,20 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   // ---------------------------------------------------------------- building
 
   /** Nodes for a new session (ingress, relays, egress), or the site nothing can serve. */
-  #place(req: MediaSessionRequest): string[] | string {
-    const ingress = this.#pick(req.ingressSite, []);
+  #place(req: MediaSessionRequest, avoid: string[] = []): string[] | string {
+    const ingress = this.#pick(req.ingressSite, avoid);
     if (ingress === undefined) return req.ingressSite;
     const path = [ingress.id];
     for (const site of this.#relaySites(req.ingressSite, req.egressSite)) {
       // A relay only where a node actually sits at the intermediate site.
-      const relay = this.#pick(site, path);
+      const relay = this.#pick(site, [...path, ...avoid]);
       if (relay !== undefined && relay.site === site) path.push(relay.id);
     }
-    const egress = this.#pick(req.egressSite, path.slice(1), this.#gw.node(path[path.length - 1] ?? ''));
+    const egress = this.#pick(
+      req.egressSite,
+      [...path.slice(1), ...avoid],
+      this.#gw.node(path[path.length - 1] ?? ''),
+    );
     if (egress === undefined) return req.egressSite;
     if (egress.id === ingress.id) return [ingress.id]; // one node carries both ends (no relay then)
     path.push(egress.id);

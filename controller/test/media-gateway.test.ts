@@ -9,6 +9,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import pino from 'pino';
 import t from 'tap';
 import { MediaGateway, type MediaNodeRecord } from '../src/media-gateway';
+import { MediaSteering } from '../src/media-steering';
 
 const TOKEN = 'gw-token';
 const log = pino({ level: process.env.TEST_LOG ?? 'silent' });
@@ -127,3 +128,83 @@ t.test(
     t.equal(gateway.node('m1')?.connected, false);
   },
 );
+
+/**
+ * A protocol-level fake media node: answers every order at once (a pipe consumer's RTP parameters
+ * are a fixed JSON), refusing the actions listed in `refuse` with the given code.
+ */
+function fakeNode(id: string, site: string, refuse: Record<string, string> = {}): { call: Call } {
+  const s = open();
+  let port = 20000;
+  s.call.on('data', (m: Msg) => {
+    if (m.body !== 'order') return;
+    const o = m.order as Record<string, unknown> & { orderId: string; sessionId: string; action: string };
+    const code = refuse[o.action];
+    const tuple = { ip: '127.0.0.1', port: port++ };
+    const ok =
+      o.action === 'createPipeOut'
+        ? { tuple, kind: 'audio', rtpParametersJson: '{"codecs":[]}' }
+        : o.action === 'tearDown' || o.action === 'closePipeOut'
+          ? { existed: true }
+          : { tuple };
+    s.call.write({
+      result: code
+        ? {
+            orderId: o.orderId,
+            sessionId: o.sessionId,
+            error: { code, message: `${id} refuses ${o.action}` },
+          }
+        : { orderId: o.orderId, sessionId: o.sessionId, ok },
+    });
+  });
+  s.call.write({
+    hello: {
+      nodeId: id,
+      site,
+      token: TOKEN,
+      workers: 1,
+      capacity: { maxSessionsPerWorker: 10, freeSessions: 10 },
+    },
+  });
+  return s;
+}
+
+t.test('placement avoids a node that refuses for capacity and retries elsewhere', async (t) => {
+  const gw = new MediaGateway({ token: TOKEN, log, orderTimeoutMs: 1000 });
+  const srv = new grpc.Server();
+  srv.addService(gw.definition, gw.implementation);
+  const p = await new Promise<number>((resolve, reject) =>
+    srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, n) =>
+      e ? reject(e) : resolve(n),
+    ),
+  );
+  const saved = port;
+  port = p;
+  t.teardown(() => {
+    port = saved;
+    gw.close();
+    srv.forceShutdown();
+  });
+  const steering = new MediaSteering({ gateway: gw, log });
+  fakeNode('in', 'bj1');
+  fakeNode('full', 'sh1', { createPipeIn: 'MEDIA_ERR_CAPACITY', createEgress: 'MEDIA_ERR_CAPACITY' });
+  await until('two nodes', () => gw.nodes().filter((n) => n.connected).length === 2);
+  const req = {
+    ingressSite: 'bj1',
+    egressSite: 'sh1',
+    codec: 'opus',
+    payloadType: 111,
+    ssrc: 1,
+    sink: { ip: '127.0.0.1', port: 9 },
+  };
+  // Only the full node at sh1: the egress falls back to the ingress node itself (one-node path).
+  const one = await steering.create(req);
+  t.match(one, { ok: true, value: { nodes: ['in'] } }, 'the full node was avoided');
+  fakeNode('spare', 'sh1');
+  await until('three nodes', () => gw.nodes().filter((n) => n.connected).length === 3);
+  const two = await steering.create(req);
+  t.match(two, { ok: true, value: { sites: ['bj1', 'sh1'] } });
+  t.ok(two.ok && two.value.nodes[1] === 'spare', 'egress on the node with room');
+  const none = await new MediaSteering({ gateway: new MediaGateway({ token: TOKEN, log }), log }).create(req);
+  t.match(none, { ok: false, error: { status: 503, code: 'CTRL_ERR_MEDIA_NO_CAPACITY' } });
+});
