@@ -91,8 +91,11 @@ export interface CompiledPath {
   segments: string[];
 }
 
-/** Default UDP source port base of per-path probes (see the agent's `pathProbePort`). */
-export const DEFAULT_PATH_PROBE_PORT_BASE = 50000;
+/**
+ * Default UDP source port base of per-path probes (see the agent's `pathProbePort`): ports
+ * 20000–29999, below Linux's ephemeral range (32768–60999) so no ordinary socket collides.
+ */
+export const DEFAULT_PATH_PROBE_PORT_BASE = 20000;
 
 const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 

@@ -366,13 +366,19 @@ export class LinuxPolicyDriver implements PolicyDriver {
       return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0) || a.slot - b.slot;
     });
     const lines: string[] = [];
-    // Path probes first: their source port pins the path, whatever their DSCP.
+    // Path probes: only the agent's own packets (output chain), towards the route's destination,
+    // from the path's probe port; their source port pins the path, whatever their DSCP.
+    const probes: string[] = [];
     if (policy.pathProbePortBase !== null) {
       for (const r of ordered) {
         const base = policy.pathProbePortBase + 2 * r.slot;
-        lines.push(`    udp sport ${base} meta mark set ${hex(probeMarkOf(r.slot, 'p'))} accept`);
-        if (r.backup !== null)
-          lines.push(`    udp sport ${base + 1} meta mark set ${hex(probeMarkOf(r.slot, 'b'))} accept`);
+        const to = `ip daddr { ${r.dstPrefixes.join(', ')} }`;
+        probes.push(`    ${to} udp sport ${base} meta mark set ${hex(probeMarkOf(r.slot, 'p'))} accept`);
+        if (r.backup !== null) {
+          probes.push(
+            `    ${to} udp sport ${base + 1} meta mark set ${hex(probeMarkOf(r.slot, 'b'))} accept`,
+          );
+        }
       }
     }
     for (const r of ordered) {
@@ -401,8 +407,12 @@ export class LinuxPolicyDriver implements PolicyDriver {
       '    type filter hook prerouting priority mangle; policy accept;',
       '    jump classify',
       '  }',
+      '  chain probes {',
+      ...probes,
+      '  }',
       '  chain output {',
       '    type route hook output priority mangle; policy accept;',
+      '    jump probes',
       '    jump classify',
       '  }',
       '}',

@@ -171,18 +171,21 @@ export class RouterOsPolicyDriver implements PolicyDriver {
         for (const role of ['p', 'b'] as const) {
           if (role === 'b' && r.backup === null) continue;
           const port = policy.pathProbePortBase + 2 * r.slot + (role === 'b' ? 1 : 0);
-          out.push({
-            menu: '/ip/firewall/mangle',
-            key: `pp:${r.slot}:${role}`,
-            attrs: {
-              chain: 'output',
-              protocol: 'udp',
-              'src-port': String(port),
-              action: 'mark-routing',
-              'new-routing-mark': tableName(r.slot, role),
-              passthrough: 'no',
-            },
-          });
+          for (const prefix of r.dstPrefixes) {
+            out.push({
+              menu: '/ip/firewall/mangle',
+              key: `pp:${r.slot}:${role}:${prefix}`,
+              attrs: {
+                chain: 'output',
+                'dst-address': prefix,
+                protocol: 'udp',
+                'src-port': String(port),
+                action: 'mark-routing',
+                'new-routing-mark': tableName(r.slot, role),
+                passthrough: 'no',
+              },
+            });
+          }
         }
       }
     }

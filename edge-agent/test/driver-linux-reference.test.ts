@@ -32,7 +32,7 @@ t.test('reference topology: every voice route answers along its computed path', 
   const stateDir = path.join(os.tmpdir(), `meridian-lab-ref-${process.pid}`);
   await labDown({ stateDir });
   t.teardown(() => labDown({ stateDir }));
-  await labUp(topology, { stateDir });
+  await labUp(topology, { stateDir, waitMs: 600_000 });
 
   for (const [site, policy] of policies) {
     const r = await new LinuxPolicyDriver({ netns: `mrd-${site}` }).apply(policy);

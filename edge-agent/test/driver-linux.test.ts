@@ -148,7 +148,7 @@ t.test('Linux driver on a namespace lab', async (t) => {
   const stateDir = path.join(os.tmpdir(), `meridian-lab-test-${process.pid}`);
   await labDown({ stateDir });
   t.teardown(() => labDown({ stateDir }));
-  await labUp(topology, { stateDir });
+  await labUp(topology, { stateDir, waitMs: 600_000 });
   const policies = compilePolicies(topology, routes, plan);
   const drivers = new Map<string, LinuxPolicyDriver>();
   for (const s of ['a', 'b', 'c', 'd']) drivers.set(s, new LinuxPolicyDriver({ netns: `mrd-${s}` }));

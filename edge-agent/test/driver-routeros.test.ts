@@ -247,10 +247,12 @@ t.test('rules keep first-match order when classes are added later; path probes c
   t.same(
     probes
       .filter((x) => x['new-routing-mark']?.startsWith(`mrd-${voice.slot}-`))
-      .map((x) => [x['src-port'], x['new-routing-mark']]),
+      .map((x) => [x['src-port'], x['dst-address'], x['new-routing-mark']]),
     [
-      [String(pathProbePort(pa, voice.slot, 'primary')), `mrd-${voice.slot}-p`],
-      [String(pathProbePort(pa, voice.slot, 'backup')), `mrd-${voice.slot}-b`],
+      [String(pathProbePort(pa, voice.slot, 'primary')), '10.4.0.0/24', `mrd-${voice.slot}-p`],
+      [String(pathProbePort(pa, voice.slot, 'primary')), '10.44.0.0/16', `mrd-${voice.slot}-p`],
+      [String(pathProbePort(pa, voice.slot, 'backup')), '10.4.0.0/24', `mrd-${voice.slot}-b`],
+      [String(pathProbePort(pa, voice.slot, 'backup')), '10.44.0.0/16', `mrd-${voice.slot}-b`],
     ],
   );
   t.ok(out.findIndex((x) => !('src-port' in x)) >= probes.length, 'probe rules first');

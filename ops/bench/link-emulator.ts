@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     return;
   }
   const stateDir = path.join(os.tmpdir(), `meridian-bench-emu-${process.pid}`);
-  await labUp(topology, { stateDir });
+  await labUp(topology, { stateDir, waitMs: 600_000 });
   try {
     const plan = labPlan(topology);
     const l = plan.links[0]!;

@@ -166,8 +166,65 @@ export function emulatorRequest(
   });
 }
 
+/**
+ * One lab at a time per machine: labs share names (`mrd-*`, `mm<N>`), management addresses and
+ * emulator ports. The active lab is recorded here with the process that keeps it alive (the
+ * builder while it builds, then the link emulator); a record whose process is gone is stale.
+ */
+export const LAB_ACTIVE_FILE = process.env['MERIDIAN_LAB_ACTIVE'] ?? '/tmp/meridian-lab.active';
+
+interface ActiveLab {
+  readonly stateDir: string;
+  readonly pid: number;
+  readonly what: string;
+}
+
+function readActive(): ActiveLab | null {
+  try {
+    return JSON.parse(readFileSync(LAB_ACTIVE_FILE, 'utf8')) as ActiveLab;
+  } catch {
+    return null;
+  }
+}
+
+function activeElsewhere(dir: string): ActiveLab | null {
+  const a = readActive();
+  return a !== null && path.resolve(a.stateDir) !== path.resolve(dir) && alive(a.pid, a.what) ? a : null;
+}
+
+/** Claims the machine's lab slot for `dir`, waiting up to `waitMs` for another lab to go down. */
+async function claimLab(dir: string, waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const other = activeElsewhere(dir);
+    if (other === null) {
+      const stale = readActive();
+      if (stale !== null) {
+        if (path.resolve(stale.stateDir) !== path.resolve(dir)) await labDown({ stateDir: stale.stateDir });
+        rmSync(LAB_ACTIVE_FILE, { force: true });
+      }
+      try {
+        writeFileSync(LAB_ACTIVE_FILE, JSON.stringify({ stateDir: dir, pid: process.pid, what: '' }), {
+          flag: 'wx',
+        });
+        return;
+      } catch {
+        // claimed by someone else in between: look again
+      }
+    } else if (Date.now() >= deadline) {
+      throw new OpsError(
+        'OPS_ERR_LAB_STATE',
+        `another lab is up (state in ${other.stateDir}); run 'meridian lab down' there first`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
 export interface LabUpOptions {
   readonly stateDir?: string;
+  /** Wait this long for another lab on the machine to go down (default 0: refuse at once). */
+  readonly waitMs?: number;
   /** Hook for starting the controller and agents once the data plane is up (later issue work). */
   readonly startServices?: (
     plan: LabPlan,
@@ -187,6 +244,7 @@ export async function labUp(topology: Topology, options: LabUpOptions = {}): Pro
       `a lab is already up (state in ${dir}); run 'meridian lab down' first`,
     );
   }
+  await claimLab(dir, options.waitMs ?? 0);
   const plan = labPlan(topology);
   const state: LabState = {
     topologySource: topology.source,
@@ -290,7 +348,10 @@ async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: L
   const configFile = path.join(dir, 'emulator.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2));
   const emu = emulatorCommand(configFile);
-  state.pids.push({ pid: spawnDetached(dir, 'emulator', emu.cmd, emu.args), what: 'link-emulator' });
+  const emuPid = spawnDetached(dir, 'emulator', emu.cmd, emu.args);
+  state.pids.push({ pid: emuPid, what: 'link-emulator' });
+  // From now on the emulator keeps the lab alive (the CLI that built it exits).
+  writeFileSync(LAB_ACTIVE_FILE, JSON.stringify({ stateDir: dir, pid: emuPid, what: 'link-emulator' }));
   writeState(dir, state);
   await waitFor('the link emulator', async () => {
     try {
@@ -340,6 +401,11 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
   const dir = options.stateDir ?? LAB_STATE_DIR;
   const state = readLabState(dir);
   let removed = 0;
+  // Hold the machine's lab slot while tearing down, so no other lab starts building meanwhile
+  // (its namespaces would fall to this sweep).
+  if (activeElsewhere(dir) === null) {
+    writeFileSync(LAB_ACTIVE_FILE, JSON.stringify({ stateDir: dir, pid: process.pid, what: '' }));
+  }
   for (const p of state?.pids ?? []) {
     if (!alive(p.pid, p.what)) continue;
     try {
@@ -350,8 +416,10 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
     }
   }
   const namespaces = new Set(state?.namespaces ?? []);
+  // The sweep of leftovers (`mrd-*`, `mm<N>`) only while no other lab is alive on the machine.
+  const sweep = activeElsewhere(dir) === null;
   const list = await sh('ip', ['netns', 'list']);
-  for (const line of list.stdout.split('\n')) {
+  for (const line of sweep ? list.stdout.split('\n') : []) {
     const name = line.split(' ')[0] ?? '';
     if (name.startsWith('mrd-')) namespaces.add(name);
   }
@@ -362,7 +430,7 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
   const links = await sh('ip', ['-j', 'link', 'show']);
   try {
     for (const l of JSON.parse(links.stdout || '[]') as { ifname: string }[]) {
-      if (/^mm\d+$/.test(l.ifname)) devices.add(l.ifname);
+      if (sweep && /^mm\d+$/.test(l.ifname)) devices.add(l.ifname);
     }
   } catch {
     // no JSON: nothing to sweep
@@ -382,6 +450,13 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
     }
   }
   if (state !== null) rmSync(dir, { recursive: true, force: true });
+  const active = readActive();
+  if (
+    active !== null &&
+    (path.resolve(active.stateDir) === path.resolve(dir) || !alive(active.pid, active.what))
+  ) {
+    rmSync(LAB_ACTIVE_FILE, { force: true });
+  }
   return { removed };
 }
 

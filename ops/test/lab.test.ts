@@ -164,7 +164,7 @@ t.test('lab on namespaces', async (t) => {
   }
   const stateDir = path.join(os.tmpdir(), `meridian-lab-ops-${process.pid}`);
   t.teardown(() => labDown({ stateDir }));
-  const d = await labUp(topology, { stateDir });
+  const d = await labUp(topology, { stateDir, waitMs: 600_000 });
   t.same(
     d.sites.map((s) => [s.id, s.netns, s.address]),
     [
