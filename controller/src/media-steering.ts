@@ -13,8 +13,12 @@
  *  - relay lost: pipes upstream -> new relay -> downstream (the downstream pipe-in is replaced);
  *  - ingress lost: a new ingress node piped to the next node (whose egress or pipe-outs follow the
  *    new source), and `media.session.moved` {id, ingress} so the RTP source re-targets;
- *  - pipe stalled while the ingress still receives: the path failed, the egress moves elsewhere;
+ *  - pipe stalled while the ingress still receives, or its sites no longer reachable (link state,
+ *    `recheckPaths()`): the downstream node of that pipe is replaced;
  *  - drain: make-before-break (the old legs go once the new ones carry RTP, or after a grace time).
+ *
+ * After a controller restart the nodes re-announce what they carry; complete chains are adopted
+ * (calls keep flowing), fragments are torn down after `adoptGraceMs`.
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
