@@ -381,6 +381,11 @@ function toPbSession(s: SessionInfo): PbSessionState {
     egress:
       s.egress === undefined
         ? null
-        : { local: s.egress.local, sink: s.egress.sink, consuming: s.egress.consuming },
+        : {
+            local: s.egress.local,
+            sink: s.egress.sink,
+            consuming: s.egress.consuming,
+            standby: s.egress.standby,
+          },
   };
 }

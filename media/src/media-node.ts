@@ -245,11 +245,14 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     });
   }
 
-  /** Creates (or returns) the egress leg of a session, sending its RTP to `sink`. */
-  createEgress(sessionId: string, sink: Tuple): Promise<Tuple> {
+  /**
+   * Creates (or returns) the egress leg of a session, sending its RTP to `sink`; `standby` keeps
+   * it paused (warm), and the same call without it activates a standby egress.
+   */
+  createEgress(sessionId: string, sink: Tuple, standby = false): Promise<Tuple> {
     return this.#order(sessionId, true, (s) => {
       checkTuple(sessionId, 'egress sink', sink);
-      return s.ensureEgress(sink);
+      return s.ensureEgress(sink, standby);
     });
   }
 

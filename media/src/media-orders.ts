@@ -30,7 +30,7 @@ const ACTION_SCHEMAS = {
     kind: Type.Union([Type.Literal('audio'), Type.Literal('video')]),
     rtpParametersJson: Type.String({ minLength: 2, maxLength: 65536 }),
   }),
-  createEgress: Type.Object({ sink: TupleSchema }),
+  createEgress: Type.Object({ sink: TupleSchema, standby: Type.Optional(Type.Boolean()) }),
   tearDown: Type.Object({}),
   closePipeOut: Type.Object({ peer: Peer }),
 } as const;
@@ -159,7 +159,9 @@ export async function executeOrder(
         return { ok: {} };
       }
       case 'createEgress':
-        return { ok: { tuple: await node.createEgress(sessionId, order.args.sink) } };
+        return {
+          ok: { tuple: await node.createEgress(sessionId, order.args.sink, order.args.standby === true) },
+        };
       case 'tearDown':
         return { ok: { existed: await node.closeSession(sessionId) } };
       case 'closePipeOut':

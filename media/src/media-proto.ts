@@ -78,7 +78,7 @@ export interface PbSessionState {
   ingress?: { local: PbTuple; codec: string; payloadType: number; ssrc: number } | null;
   pipeIns: PbPipeState[];
   pipeOuts: PbPipeState[];
-  egress?: { local: PbTuple; sink: PbTuple; consuming: boolean } | null;
+  egress?: { local: PbTuple; sink: PbTuple; consuming: boolean; standby: boolean } | null;
 }
 
 export interface PbPipeState {
@@ -195,7 +195,7 @@ export interface PbOrder {
   createPipeIn?: { peer: string } | null;
   createPipeOut?: { peer: string; remote?: PbTuple | null } | null;
   connectPipeIn?: { peer: string; remote?: PbTuple | null; kind: string; rtpParametersJson: string } | null;
-  createEgress?: { sink?: PbTuple | null } | null;
+  createEgress?: { sink?: PbTuple | null; standby?: boolean } | null;
   tearDown?: Record<string, never> | null;
   closePipeOut?: { peer: string } | null;
   action?:

@@ -42,7 +42,7 @@ export interface SessionInfo {
   ingress?: Tuple & IngressSpec;
   pipeIns: Array<{ peer: string; local: Tuple; remote?: Tuple; connected: boolean }>;
   pipeOuts: Array<{ peer: string; local: Tuple; remote: Tuple }>;
-  egress?: { local: Tuple; sink: Tuple; consuming: boolean };
+  egress?: { local: Tuple; sink: Tuple; consuming: boolean; standby: boolean };
 }
 
 export interface SessionLegsOptions {
@@ -75,6 +75,8 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
   readonly #pipeOuts = new Map<string, MediaLeg>();
   #egress: MediaLeg | undefined;
   #sink: Tuple | undefined;
+  /** A warm standby egress: consuming but paused until an active createEgress for the same sink. */
+  #egressStandby = false;
   #closed = false;
   readonly #observer = new EventEmitter<SessionLegsObserverEvents>();
 
@@ -290,12 +292,22 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
     return true;
   }
 
-  /** The egress leg: a PlainTransport sending the session's RTP to `sink`; returns its own tuple. */
-  async ensureEgress(sink: Tuple): Promise<Tuple> {
+  /**
+   * The egress leg: a PlainTransport sending the session's RTP to `sink`; returns its own tuple.
+   * With `standby`, the leg is built and consumes the source but stays paused (a warm standby);
+   * the same order without `standby` then activates it, which is one quick request at failover.
+   */
+  async ensureEgress(sink: Tuple, standby = false): Promise<Tuple> {
     this.#assertOpen();
     if (this.#egress !== undefined && !this.#egress.closed) {
       const s = this.#sink;
       if (s !== undefined && s.ip === sink.ip && s.port === sink.port) {
+        if (!standby && this.#egressStandby) {
+          this.#egressStandby = false;
+          const consumer = this.#egress.consumer;
+          if (consumer !== undefined && consumer.paused) await consumer.resume();
+          this.#log.info({ leg: this.#egress.id }, 'standby egress activated');
+        }
         await this.#attachEgress();
         return this.#egress.localTuple;
       }
@@ -318,8 +330,9 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
     });
     this.#egress = leg;
     this.#sink = { ...sink };
+    this.#egressStandby = standby;
     await this.#attachEgress();
-    this.#log.info({ leg: leg.id, sink }, 'egress leg created');
+    this.#log.info({ leg: leg.id, sink, standby }, 'egress leg created');
     return leg.localTuple;
   }
 
@@ -365,7 +378,12 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
     }
     const eg = this.#egress;
     if (eg !== undefined && !eg.closed && this.#sink !== undefined) {
-      info.egress = { local: eg.localTuple, sink: { ...this.#sink }, consuming: eg.consumer !== undefined };
+      info.egress = {
+        local: eg.localTuple,
+        sink: { ...this.#sink },
+        consuming: eg.consumer !== undefined,
+        standby: this.#egressStandby,
+      };
     }
     return info;
   }
@@ -413,6 +431,7 @@ export class SessionLegs extends EventEmitter<SessionLegsEvents> {
     const consumer = await leg.transport.consume({
       producerId: producer.id,
       rtpCapabilities: this.#router.rtpCapabilities,
+      paused: this.#egressStandby,
     });
     if (leg.closed) {
       consumer.close();

@@ -105,6 +105,46 @@ if (!bin.exists) {
     t.equal(await nodeA.closeSession('s-idem'), true);
   });
 
+  t.test('a standby egress consumes paused and starts on activation', async (t) => {
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 31, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+    });
+    const ingress = await nodeA.createIngress('s-sb', { codec: 'opus', payloadType: 111, ssrc: 31 });
+    const pipeIn = await nodeB.createPipeIn('s-sb', 'a');
+    const out = await nodeA.createPipeOut('s-sb', 'b', pipeIn);
+    await nodeB.connectPipeIn('s-sb', 'a', out, { kind: out.kind, rtpParameters: out.rtpParameters });
+    const tuple = await nodeB.createEgress('s-sb', sinkTuple, true);
+    sender.start(ingress);
+    await new Promise<void>((resolve) => {
+      const on = (h: LegHealth) => {
+        if (h.sessionId === 's-sb' && h.kind === 'pipe-in' && h.packets > 10) resolve();
+      };
+      nodeB.monitor.on('sample', (round) => round.forEach(on));
+    });
+    t.equal(sink.packets.length, 0, 'nothing reaches the sink while on standby');
+    t.match(nodeB.sessions().find((x) => x.sessionId === 's-sb')?.egress, { standby: true, consuming: true });
+    t.same(await nodeB.createEgress('s-sb', sinkTuple, true), tuple, 'standby again: same leg, still paused');
+    t.same(await nodeB.createEgress('s-sb', sinkTuple), tuple, 'activation keeps the same leg');
+    await sink.waitFor(10);
+    t.pass('RTP at the sink after activation');
+    t.same(
+      await nodeB.createEgress('s-sb', sinkTuple, true),
+      tuple,
+      'a standby order never pauses a live egress',
+    );
+    const n = sink.packets.length;
+    await sink.waitFor(5);
+    t.ok(sink.packets.length > n, 'still flowing');
+    sender.stop();
+    await nodeA.closeSession('s-sb');
+    await nodeB.closeSession('s-sb');
+  });
+
   t.test('orders it cannot meet are refused with typed errors', async (t) => {
     await nodeA.createIngress('s-bad', { codec: 'opus', payloadType: 111, ssrc: 7 });
     await t.rejects(nodeA.createIngress('s-bad', { codec: 'opus', payloadType: 111, ssrc: 8 }), {
