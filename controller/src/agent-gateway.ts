@@ -52,6 +52,8 @@ export interface AgentPresence {
   readonly lastSeenMs: number;
   readonly instanceId: string | null;
   readonly agentVersion: string | null;
+  /** The policy in force at the agent as its last hello said (version 0: none). */
+  readonly appliedPolicy: { readonly version: number; readonly hash: string };
 }
 
 export type AgentGatewayEvents = {
@@ -90,6 +92,7 @@ interface Session {
   readonly site: string;
   readonly instanceId: string;
   readonly agentVersion: string;
+  readonly appliedPolicy: { readonly version: number; readonly hash: string };
   readonly call: Call;
   readonly address: string;
   lastSeen: number;
@@ -146,6 +149,7 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
         lastSeenMs: 0,
         instanceId: null,
         agentVersion: null,
+        appliedPolicy: { version: 0, hash: '' },
       });
     }
     for (const l of opts.topology.links) {
@@ -341,6 +345,7 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
       site: h.site,
       instanceId: h.instanceId,
       agentVersion: h.agentVersion,
+      appliedPolicy: { version: Number(h.appliedPolicyVersion) || 0, hash: h.appliedPolicyHash || '' },
       call,
       address,
       lastSeen: now,
@@ -429,6 +434,7 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
       lastSeenMs: s.lastSeen,
       instanceId: s.instanceId,
       agentVersion: s.agentVersion,
+      appliedPolicy: s.appliedPolicy,
     };
     this.#presence.set(s.site, p);
     return p;

@@ -1,6 +1,6 @@
 /**
  * `meridian controller [--topology FILE] [--grpc HOST:PORT] [--http HOST:PORT] [--redis URL]
- * [--influx URL] [--snmp-interval MS]`: runs the controller until SIGINT/SIGTERM.
+ * [--influx URL] [--snmp-interval MS] [--addressing FILE]`: runs the controller until SIGINT/SIGTERM.
  *
  * Tokens come from MERIDIAN_API_TOKEN / MERIDIAN_AGENT_TOKEN; an unset one is taken from the
  * tokens file (`$MERIDIAN_TOKENS_FILE`, else `$XDG_RUNTIME_DIR/meridian/tokens`, else
@@ -16,11 +16,13 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { loadTopology, REFERENCE_TOPOLOGY_PATH, isTopologyError, type Topology } from '@meridian/topology';
 import { Controller, type HostPort } from './controller';
+import { loadAddressingPlan } from './addressing-file';
 import { ControllerError } from './errors';
+import type { AddressingPlan } from './policy-compiler';
 import { SnmpPoller } from './snmp-poller';
 
 const USAGE = `usage: meridian controller [--topology FILE] [--grpc HOST:PORT] [--http HOST:PORT]
-                          [--redis URL] [--influx URL] [--snmp-interval MS]
+                          [--redis URL] [--influx URL] [--snmp-interval MS] [--addressing FILE]
 
   --topology FILE     topology YAML (default: the reference topology)
   --grpc HOST:PORT    agent gRPC listen address (default 127.0.0.1:7400; port 0 = any free port)
@@ -28,6 +30,8 @@ const USAGE = `usage: meridian controller [--topology FILE] [--grpc HOST:PORT] [
   --redis URL         redis://HOST:PORT for live state (default: embedded in-memory state)
   --influx URL        http://HOST:PORT of InfluxDB 1.x for history (default: embedded in-memory)
   --snmp-interval MS  SNMP poll period per device (default 10000)
+  --addressing FILE   addressing plan JSON (the lab's plan.json): compile and push policies to agents
+                      (default: none; routes are computed, no policy is distributed)
 
 environment: MERIDIAN_API_TOKEN (HTTP bearer token), MERIDIAN_AGENT_TOKEN (agents, media nodes);
 generated and written to a tokens file when unset.`;
@@ -114,6 +118,7 @@ async function run(argv: string[]): Promise<number> {
         redis: { type: 'string' },
         influx: { type: 'string' },
         'snmp-interval': { type: 'string' },
+        addressing: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -129,6 +134,7 @@ async function run(argv: string[]): Promise<number> {
   let grpcAddr: HostPort;
   let httpAddr: HostPort;
   let snmpInterval: number | undefined;
+  let addressing: AddressingPlan | undefined;
   try {
     grpcAddr = parseHostPort('--grpc', values.grpc);
     httpAddr = parseHostPort('--http', values.http);
@@ -144,6 +150,7 @@ async function run(argv: string[]): Promise<number> {
       }
     }
     topology = loadTopology(values.topology ?? REFERENCE_TOPOLOGY_PATH);
+    if (values.addressing !== undefined) addressing = loadAddressingPlan(values.addressing, topology);
   } catch (err) {
     if (err instanceof ControllerError || isTopologyError(err)) {
       process.stderr.write(`meridian controller: ${err.message}\n`);
@@ -170,6 +177,7 @@ async function run(argv: string[]): Promise<number> {
     ...(values.redis !== undefined ? { redisUrl: values.redis } : {}),
     ...(values.influx !== undefined ? { influxUrl: values.influx } : {}),
     ...(snmp ? { snmp } : {}),
+    ...(addressing ? { addressing } : {}),
   });
   try {
     const ports = await controller.start();

@@ -6,13 +6,18 @@
  * Extension before `start()`: `addGrpcService()` puts another service on the same gRPC server (the
  * media helper's MediaControl), `addHttpPlugin()` adds routes; `on('link-change')` feeds the route
  * engine.
+ *
+ * The closed loop (route-loop.ts): link changes -> `RouteEngine` (hysteresis) -> policy compiler ->
+ * policy store (versions) -> distributor (agents' streams, acks). Policies are compiled and pushed
+ * only when an addressing plan is given (`addressing`); without one the routes are still kept
+ * current (`routes`, `GET /api/v1/routes`).
  */
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import type { Topology } from '@meridian/topology';
+import type { HysteresisMarginsInput, Route, RouteChange, Topology } from '@meridian/topology';
 import { AgentGateway, DEFAULT_MAX_MESSAGE_BYTES, type AgentPresence } from './agent-gateway';
 import type { MessageLimits } from './agent-messages';
 import { ControllerError } from './errors';
@@ -20,7 +25,13 @@ import { MemoryHistoryWriter, type HistoryWriter } from './history-writer';
 import { InfluxHistoryWriter, type InfluxHistoryWriterOptions } from './history-writer-influx';
 import { createHttpServer, type ApiPlugin, type InterfaceView } from './http-server';
 import { LinkEstimator, type EstimatorSettings, type LinkChange, type LinkSnapshot } from './link-estimator';
+import { policiesApi } from './policies-api';
+import type { AddressingPlan } from './policy-compiler';
+import { PolicyDistributor } from './policy-distributor';
+import { MemoryPolicyStore, RedisPolicyStore, type PolicyStore } from './policy-store';
 import type { ProbeSettings } from './probe-plan';
+import { RouteLoop, type RouteLoopSettings } from './route-loop';
+import { routesApi } from './routes-api';
 import {
   agentKey,
   interfaceKey,
@@ -91,6 +102,21 @@ export interface ControllerOptions {
   readonly influx?: Omit<InfluxHistoryWriterOptions, 'url' | 'log'>;
   /** Interface counters (the SNMP poller); absent: no interfaces. */
   readonly snmp?: CountersSource;
+  /** Where sites and links live in address space; absent: routes only, no policies are distributed. */
+  readonly addressing?: AddressingPlan;
+  /** Route hysteresis margins (default `DEFAULT_MARGINS`), `false` for the pure optimum. */
+  readonly hysteresis?: HysteresisMarginsInput | false;
+  /** Route loop: coalescing of link changes, cycles kept, retry delay. */
+  readonly routeLoop?: Omit<RouteLoopSettings, 'hysteresis'>;
+  /** Policy acks: timeout per push (default 5000 ms) and pushes per version (default 3). */
+  readonly policy?: { readonly ackTimeoutMs?: number; readonly maxAttempts?: number };
+}
+
+/** A site's agent acknowledged its current policy version (`policy-applied` event). */
+export interface PolicyApplied {
+  readonly site: string;
+  readonly version: number;
+  readonly hash: string;
 }
 
 export type ControllerEvents = {
@@ -98,6 +124,9 @@ export type ControllerEvents = {
   'agent-connected': [AgentPresence];
   'agent-disconnected': [AgentPresence];
   'interface-counters': [InterfaceView];
+  /** Routes whose status, primary or backup changed in one loop cycle. */
+  'routes-changed': [RouteChange[]];
+  'policy-applied': [PolicyApplied];
 };
 
 function toIso(t: number | string | Date): string | null {
@@ -123,6 +152,10 @@ export class Controller extends EventEmitter<ControllerEvents> {
   readonly gateway: AgentGateway;
   readonly store: StateStore;
   readonly history: HistoryWriter;
+  /** Every issued policy version (Redis when `redisUrl`, else in memory). */
+  readonly policies: PolicyStore;
+  readonly distributor: PolicyDistributor;
+  readonly routeLoop: RouteLoop;
   readonly log: Logger;
   readonly #opts: ControllerOptions;
   readonly #grpcServices: {
@@ -190,6 +223,34 @@ export class Controller extends EventEmitter<ControllerEvents> {
       presence(p);
       this.emit('agent-disconnected', p);
     });
+    this.policies = opts.redisUrl
+      ? new RedisPolicyStore({ url: opts.redisUrl, log: this.log })
+      : new MemoryPolicyStore();
+    this.distributor = new PolicyDistributor({
+      gateway: this.gateway,
+      log: this.log,
+      ...opts.policy,
+      onAgentAhead: (site, held) => this.routeLoop.reissue(site, held),
+    });
+    this.routeLoop = new RouteLoop({
+      topology: opts.topology,
+      log: this.log,
+      store: this.policies,
+      distributor: this.distributor,
+      initial: this.estimator.snapshots(),
+      ...(opts.addressing !== undefined ? { addressing: opts.addressing } : {}),
+      ...(opts.hysteresis !== undefined ? { hysteresis: opts.hysteresis } : {}),
+      ...opts.routeLoop,
+    });
+    this.on('link-change', (c) => this.routeLoop.linkChange(c));
+    this.routeLoop.on('routes-changed', (changes) => this.emit('routes-changed', changes));
+    this.distributor.on('applied', (site, version, hash) =>
+      this.emit('policy-applied', { site, version, hash }),
+    );
+    this.#httpPlugins.push(
+      routesApi(opts.topology, this.routeLoop),
+      policiesApi(this.routeLoop, this.policies, this.distributor),
+    );
     opts.snmp?.on('counters', (c) => this.#counters(c));
     opts.snmp?.on('device-error', (e) => log.warn({ device: e.device, code: e.code }, e.message));
   }
@@ -224,6 +285,11 @@ export class Controller extends EventEmitter<ControllerEvents> {
     return this.estimator.snapshots();
   }
 
+  /** The routes in force (with hysteresis), in `meridian routes` order. */
+  get routes(): Route[] {
+    return this.routeLoop.routes;
+  }
+
   /** Latest counters of every polled interface. */
   interfaces(): InterfaceView[] {
     return [...this.#interfaces.values()];
@@ -243,6 +309,13 @@ export class Controller extends EventEmitter<ControllerEvents> {
     for (const p of this.gateway.agents()) this.store.put(agentKey(p.site), agentRecord(p));
     await this.store.start();
     await this.history.start();
+    // Versions loaded and the first policies issued before agents can connect and say hello.
+    await this.policies.start();
+    await this.routeLoop
+      .start()
+      .catch((err: unknown) =>
+        log.error({ err: (err as Error).message }, 'initial policies not issued (retrying)'),
+      );
 
     const g = this.#opts.grpc ?? { host: '127.0.0.1', port: 7400 };
     const server = new grpc.Server({
@@ -338,6 +411,8 @@ export class Controller extends EventEmitter<ControllerEvents> {
     this.#state = 'stopping';
     if (this.#tickTimer) clearInterval(this.#tickTimer);
     await this.#opts.snmp?.stop();
+    await this.routeLoop.stop();
+    this.distributor.close();
     this.gateway.close();
     const server = this.#grpcServer;
     if (server) {
@@ -355,6 +430,7 @@ export class Controller extends EventEmitter<ControllerEvents> {
     await this.#http?.close();
     this.#tick();
     await this.store.close();
+    await this.policies.close();
     await this.history.close();
     this.#state = 'stopped';
     this.log.child({ module: 'controller' }).info('controller stopped');

@@ -37,6 +37,16 @@ const CATALOG = {
   CTRL_ERR_MEDIA_NO_CAPACITY: { http: 503, grpc: GrpcStatus.RESOURCE_EXHAUSTED },
   /** A media node refused or failed an order while a session was being built (reason in the message). */
   CTRL_ERR_MEDIA_STEERING: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  /** `POST /api/v1/policies/rollback` names a policy version that was never issued. */
+  CTRL_ERR_POLICY_UNKNOWN_VERSION: { http: 404, grpc: GrpcStatus.NOT_FOUND },
+  /** An agent did not acknowledge a policy push within the ack timeout, after every retry. */
+  CTRL_ERR_POLICY_ACK_TIMEOUT: { http: 504, grpc: GrpcStatus.DEADLINE_EXCEEDED },
+  /** The routes could not be compiled into policies (the addressing plan does not fit the topology). */
+  CTRL_ERR_POLICY_COMPILE: { http: 500, grpc: GrpcStatus.INTERNAL },
+  /** Policies need an addressing plan (`addressing` option, `--addressing FILE`) and none is configured. */
+  CTRL_ERR_POLICY_NO_PLAN: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
+  /** The policy store (Redis) refused or failed a write; the version was not issued. */
+  CTRL_ERR_POLICY_STORE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   /** A bug: an invariant broke. Logged with its stack. */
   CTRL_ERR_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL },
 } as const satisfies Record<string, { http: number; grpc: GrpcStatus }>;

@@ -9,6 +9,9 @@
  * - Media steering (media-*.ts): `MediaGateway` (the media nodes' gRPC stream), `MediaSteering`
  *   (placement, failover, drain), `mediaRoutes()` (sessions/nodes API, SSE events),
  *   `attachMediaSteering(controller)` to wire them in.
+ * - The closed loop: `RouteLoop` (link changes -> routes with hysteresis -> policies), the versioned
+ *   `PolicyStore` (Redis / memory), the `PolicyDistributor` (pushes, acks, per-agent status) and their
+ *   HTTP routes (`routesApi`, `policiesApi`); `loadAddressingPlan()` for `--addressing FILE`.
  * - `commands.controller`: `meridian controller`.
  */
 import { controllerCommand } from './command-controller';
@@ -27,6 +30,12 @@ export * from './http-server';
 export * from './controller';
 export { parseHostPort, resolveTokens, tokensFilePath } from './command-controller';
 export * from './policy-compiler';
+export * from './policy-store';
+export * from './policy-distributor';
+export * from './route-loop';
+export * from './routes-api';
+export * from './policies-api';
+export * from './addressing-file';
 export * from './snmp-client';
 export * from './snmp-rate';
 export * from './snmp-poller';

@@ -1,0 +1,270 @@
+/**
+ * The policy distributor: pushes each site's current policy over its agent's gRPC stream and
+ * tracks what every agent did with it.
+ *
+ * Per site it holds one target (the current version, hash and JSON) and a status:
+ * - `pending`: pushed (or waiting for the agent to connect), no ack yet;
+ * - `applied`: the agent acked this exact version (or said so in its hello);
+ * - `failed`: the agent refused it (`error.code` is its AGENT_ERR_*) or never acked it
+ *   (`CTRL_ERR_POLICY_ACK_TIMEOUT` after `maxAttempts` pushes `ackTimeoutMs` apart).
+ *
+ * Ordering rules (why agents never go back by accident):
+ * - only an ack of the target version counts; an ack of any other version (a late ack of an
+ *   older push, a duplicate) is counted in `counters.ignoredAcks` and changes nothing;
+ * - a new target always has a larger version than the one it replaces (the store's counter);
+ * - going back is only ever a NEW version whose content equals an old one (rollback), so the agent
+ *   sees a higher version number with older content, never a lower number;
+ * - on (re)connect the hello says what the agent has: the same version and hash -> `applied`, no
+ *   push; anything else -> the target is re-sent. A hello with a version above the target (an
+ *   embedded controller that restarted and lost its counter) is handed to `onAgentAhead`, which
+ *   re-issues the content under a version above it.
+ * An explicit refusal is not retried (the same content would fail the same way); the next version,
+ * a reconnect or a rollback pushes again.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { AgentGateway, AgentPresence } from './agent-gateway';
+import type { CompiledSitePolicy } from './policy-compiler';
+import type { PolicyRef } from './policy-store';
+import type { PolicyAck } from './proto';
+
+export type AgentPolicyStatus = 'pending' | 'applied' | 'failed';
+
+/** What the API shows per agent. */
+export interface AgentPolicyState {
+  readonly site: string;
+  readonly status: AgentPolicyStatus;
+  /** The target version and hash (the site's current policy). */
+  readonly version: number;
+  readonly hash: string;
+  /** The version in force at the agent as it last told us (0: none or unknown). */
+  readonly appliedVersion: number;
+  readonly connected: boolean;
+  /** Pushes of the target version so far. */
+  readonly attempts: number;
+  readonly error: { readonly code: string; readonly message: string } | null;
+  /** ISO time of the last status change. */
+  readonly updatedAt: string;
+}
+
+export interface PolicyDistributorOptions {
+  readonly gateway: Pick<AgentGateway, 'send' | 'on' | 'presence'>;
+  readonly log: Logger;
+  /** Time to wait for an ack before re-sending (default 5000 ms). */
+  readonly ackTimeoutMs?: number;
+  /** Pushes of one version before it is `failed` with `CTRL_ERR_POLICY_ACK_TIMEOUT` (default 3). */
+  readonly maxAttempts?: number;
+  /** An agent holds a version above its target (see the module comment). */
+  readonly onAgentAhead?: (site: string, held: PolicyRef) => void;
+}
+
+export type PolicyDistributorEvents = {
+  /** Every ack of a target version, ok or not (and ack timeouts): for cycle timings. */
+  settled: [site: string, version: number, ok: boolean];
+  applied: [site: string, version: number, hash: string];
+  failed: [site: string, version: number, error: { code: string; message: string }];
+};
+
+interface Target {
+  version: number;
+  hash: string;
+  json: string;
+  status: AgentPolicyStatus;
+  attempts: number;
+  appliedVersion: number;
+  error: { code: string; message: string } | null;
+  updatedAt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
+  readonly #gateway: PolicyDistributorOptions['gateway'];
+  readonly #log: Logger;
+  readonly #ackTimeoutMs: number;
+  readonly #maxAttempts: number;
+  readonly #onAgentAhead: PolicyDistributorOptions['onAgentAhead'];
+  readonly #targets = new Map<string, Target>();
+  readonly #connected = new Set<string>();
+  #closed = false;
+  readonly counters = { pushes: 0, acks: 0, ignoredAcks: 0, timeouts: 0 };
+
+  constructor(opts: PolicyDistributorOptions) {
+    super();
+    this.#gateway = opts.gateway;
+    this.#log = opts.log.child({ module: 'distributor' });
+    this.#ackTimeoutMs = opts.ackTimeoutMs ?? 5000;
+    this.#maxAttempts = Math.max(1, opts.maxAttempts ?? 3);
+    this.#onAgentAhead = opts.onAgentAhead;
+    opts.gateway.on('agent-connected', (p) => this.#connectedAgent(p));
+    opts.gateway.on('agent-disconnected', (p) => this.#disconnected(p.site));
+    opts.gateway.on('policy-ack', (site, ack) => this.#ack(site, ack));
+  }
+
+  /**
+   * Makes these policies the sites' targets and pushes them to connected agents. A policy whose
+   * version is not above the site's current target is a bug in the caller and throws.
+   * @returns the sites it was pushed to now (the others get it when their agent connects).
+   */
+  distribute(policies: readonly CompiledSitePolicy[]): string[] {
+    const pushed: string[] = [];
+    for (const p of policies) {
+      const old = this.#targets.get(p.site);
+      if (old !== undefined && p.version <= old.version) {
+        throw new Error(`policy v${p.version} for ${p.site} is not above its current v${old.version}`);
+      }
+      if (old?.timer) clearTimeout(old.timer);
+      const t: Target = {
+        version: p.version,
+        hash: p.hash,
+        json: JSON.stringify(p),
+        status: 'pending',
+        attempts: 0,
+        appliedVersion: old?.appliedVersion ?? this.#gateway.presence(p.site)?.appliedPolicy.version ?? 0,
+        error: null,
+        updatedAt: Date.now(),
+        timer: undefined,
+      };
+      this.#targets.set(p.site, t);
+      if (this.#connected.has(p.site) && this.#push(p.site, t)) pushed.push(p.site);
+    }
+    return pushed;
+  }
+
+  /** Per-agent status of every site that has a target, sorted by site. */
+  status(): AgentPolicyState[] {
+    return [...this.#targets.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([site, t]) => ({
+        site,
+        status: t.status,
+        version: t.version,
+        hash: t.hash,
+        appliedVersion: t.appliedVersion,
+        connected: this.#connected.has(site),
+        attempts: t.attempts,
+        error: t.error,
+        updatedAt: new Date(t.updatedAt).toISOString(),
+      }));
+  }
+
+  /** The status of one site, or undefined when it has no target. */
+  statusOf(site: string): AgentPolicyState | undefined {
+    return this.status().find((s) => s.site === site);
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const t of this.#targets.values()) if (t.timer) clearTimeout(t.timer);
+  }
+
+  #push(site: string, t: Target): boolean {
+    if (this.#closed) return false;
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = undefined;
+    if (!this.#gateway.send(site, { policy: { version: t.version, hash: t.hash, policyJson: t.json } }))
+      return false;
+    t.attempts++;
+    this.counters.pushes++;
+    if (t.status !== 'pending') {
+      t.status = 'pending';
+      t.error = null;
+      t.updatedAt = Date.now();
+    }
+    this.#log.debug({ site, version: t.version, attempt: t.attempts }, 'policy pushed');
+    t.timer = setTimeout(() => this.#timeout(site, t), this.#ackTimeoutMs);
+    t.timer.unref();
+    return true;
+  }
+
+  #timeout(site: string, t: Target): void {
+    t.timer = undefined;
+    if (this.#targets.get(site) !== t || t.status !== 'pending') return;
+    this.counters.timeouts++;
+    if (!this.#connected.has(site)) return; // re-sent on reconnect
+    if (t.attempts < this.#maxAttempts) {
+      this.#log.warn({ site, version: t.version, attempt: t.attempts }, 'no policy ack in time, re-sending');
+      this.#push(site, t);
+      return;
+    }
+    const error = {
+      code: 'CTRL_ERR_POLICY_ACK_TIMEOUT',
+      message: `agent ${site} did not ack policy v${t.version} after ${t.attempts} pushes ${this.#ackTimeoutMs} ms apart`,
+    };
+    this.#settle(site, t, 'failed', error);
+  }
+
+  #settle(site: string, t: Target, status: 'applied' | 'failed', error: Target['error']): void {
+    t.status = status;
+    t.error = error;
+    t.updatedAt = Date.now();
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = undefined;
+    this.emit('settled', site, t.version, status === 'applied');
+    if (status === 'applied') {
+      this.#log.info({ site, version: t.version }, 'policy applied');
+      this.emit('applied', site, t.version, t.hash);
+    } else {
+      this.#log.warn({ site, version: t.version, code: error?.code }, error?.message ?? 'policy failed');
+      this.emit('failed', site, t.version, error ?? { code: 'CTRL_ERR_INTERNAL', message: 'no error' });
+    }
+  }
+
+  #connectedAgent(p: AgentPresence): void {
+    this.#connected.add(p.site);
+    const t = this.#targets.get(p.site);
+    if (t === undefined) return;
+    const held = p.appliedPolicy;
+    t.appliedVersion = held.version;
+    if (held.version === t.version && held.hash === t.hash) {
+      if (t.status !== 'applied') this.#settle(p.site, t, 'applied', null);
+      return;
+    }
+    if (held.version > t.version) {
+      this.#log.warn(
+        { site: p.site, held: held.version, target: t.version },
+        'agent holds a version above its target: re-issuing',
+      );
+      this.#onAgentAhead?.(p.site, { version: held.version, hash: held.hash });
+      return;
+    }
+    t.attempts = 0;
+    this.#push(p.site, t);
+  }
+
+  #disconnected(site: string): void {
+    this.#connected.delete(site);
+    const t = this.#targets.get(site);
+    if (t?.timer) clearTimeout(t.timer);
+    if (t) t.timer = undefined;
+  }
+
+  #ack(site: string, ack: PolicyAck): void {
+    this.counters.acks++;
+    const t = this.#targets.get(site);
+    const version = Number(ack.version);
+    if (
+      t === undefined ||
+      version !== t.version ||
+      (t.status !== 'pending' && t.error?.code !== 'CTRL_ERR_POLICY_ACK_TIMEOUT')
+    ) {
+      this.counters.ignoredAcks++;
+      this.#log.debug(
+        { site, version, target: t?.version, status: t?.status },
+        'ignoring ack (not the pending target)',
+      );
+      return;
+    }
+    t.appliedVersion = Number(ack.appliedVersion);
+    if (ack.ok && ack.hash === t.hash) {
+      this.#settle(site, t, 'applied', null);
+      return;
+    }
+    const error = ack.ok
+      ? {
+          code: 'CTRL_ERR_INVALID_MESSAGE',
+          message: `ack of v${version} carries hash ${ack.hash}, pushed ${t.hash}`,
+        }
+      : { code: ack.errorCode || 'AGENT_ERR_UNKNOWN', message: ack.errorMessage || 'no message' };
+    this.#settle(site, t, 'failed', error);
+  }
+}

@@ -1,0 +1,456 @@
+/**
+ * The route loop: measured link state -> routes -> policies -> agents.
+ *
+ * It owns the controller's `RouteEngine` (incremental, with hysteresis). `link-change` events are
+ * coalesced for `coalesceMs` (a failure usually moves several links within a few ms), applied to
+ * the engine in one `update()`, and when routes changed the whole route set is compiled; only
+ * sites whose policy hash differs from their current version get a new version (one number per
+ * cycle, from the store), which is written to the store and then handed to the distributor.
+ *
+ * Without an addressing plan the loop still keeps the routes current (API, events) but compiles
+ * and distributes nothing: policies are addresses and SIDs, and only a plan says what they are.
+ *
+ * Every mutation (cycle, rollback, re-issue) runs on one queue, so versions are issued in order.
+ * A failed compile or store write leaves the sites' current versions unchanged and is retried after
+ * `retryMs`, compiling even if no route changed in between.
+ *
+ * Cycle timings (`CycleRecord.timings`, logged as fields): detect = first `link-change` of the
+ * cycle -> start of the compute (coalescing and queueing); compute = `RouteEngine.update`; compile;
+ * store (version number + write); push (`gateway.send` to every target); ack = end of push -> the
+ * last target settled (acked ok or failed, or ack timeout). `total` = detect start -> last ack.
+ */
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import {
+  DEFAULT_MARGINS,
+  RouteEngine,
+  type HysteresisMarginsInput,
+  type LinkState,
+  type Route,
+  type RouteChange,
+  type Topology,
+} from '@meridian/topology';
+import { ControllerError } from './errors';
+import { linkStateOf, type LinkChange, type LinkSnapshot } from './link-estimator';
+import { compilePolicies, type AddressingPlan, type CompiledSitePolicy } from './policy-compiler';
+import type { PolicyDistributor } from './policy-distributor';
+import type { PolicyRef, PolicyStore, PolicyVersionMeta, PolicyVersionReason } from './policy-store';
+
+export interface RouteLoopSettings {
+  /** Hysteresis margins (missing fields: `DEFAULT_MARGINS`), or `false` for the pure optimum. Default `{}`. */
+  readonly hysteresis?: HysteresisMarginsInput | false;
+  /** How long link changes are gathered into one cycle (default 5 ms). */
+  readonly coalesceMs?: number;
+  /** Cycles kept for the API (default 100). */
+  readonly cycleHistory?: number;
+  /** Delay before retrying a failed compile or store write (default 1000 ms). */
+  readonly retryMs?: number;
+}
+
+export interface RouteLoopOptions extends RouteLoopSettings {
+  readonly topology: Topology;
+  readonly log: Logger;
+  readonly store: PolicyStore;
+  readonly distributor: PolicyDistributor;
+  /** Absent: routes only, no policies (see the module comment). */
+  readonly addressing?: AddressingPlan;
+  /** The link state at start (the estimator's snapshots). */
+  readonly initial?: readonly LinkSnapshot[];
+}
+
+/** One loop cycle, as kept for `GET /api/v1/routes/cycles` and logged. */
+export interface CycleRecord {
+  readonly id: number;
+  /** ISO time the cycle's first link change arrived (or the rollback/start was asked). */
+  readonly startedAt: string;
+  readonly trigger: 'start' | 'link-change' | 'retry' | 'rollback' | 'reissue';
+  /** Links whose state the cycle applied. */
+  readonly links: string[];
+  /** Routes whose status, primary or backup changed. */
+  routeChanges: number;
+  recomputed: number;
+  /** The version issued, or null (no site changed, no plan, or an error). */
+  version: number | null;
+  /** Sites the version was issued for. */
+  sites: string[];
+  /** Of those, sites whose agent was not connected: they get it on (re)connect, the cycle does not wait. */
+  deferred: string[];
+  acked: number;
+  failed: number;
+  error: { code: string; message: string } | null;
+  readonly timings: {
+    detectMs: number;
+    computeMs: number;
+    compileMs: number | null;
+    storeMs: number | null;
+    pushMs: number | null;
+    /** null until every pushed site settled. */
+    ackMs: number | null;
+    totalMs: number | null;
+  };
+}
+
+/** What a rollback did. */
+export interface RollbackResult {
+  readonly rollbackOf: number;
+  /** The new version carrying the old content, or null when every site already had it. */
+  readonly version: number | null;
+  readonly sites: string[];
+}
+
+export type RouteLoopEvents = {
+  'routes-changed': [changes: RouteChange[]];
+  cycle: [CycleRecord];
+};
+
+const round = (x: number): number => Math.round(x * 1000) / 1000;
+
+interface OpenCycle {
+  readonly record: CycleRecord;
+  readonly pushEnd: number;
+  readonly detectStart: number;
+  readonly waiting: Set<string>;
+}
+
+export class RouteLoop extends EventEmitter<RouteLoopEvents> {
+  readonly #topology: Topology;
+  readonly #log: Logger;
+  readonly #store: PolicyStore;
+  readonly #distributor: PolicyDistributor;
+  readonly #plan: AddressingPlan | undefined;
+  readonly #engine: RouteEngine;
+  readonly #coalesceMs: number;
+  readonly #historySize: number;
+  readonly #retryMs: number;
+  readonly #pending = new Map<string, LinkState | null>();
+  #detectStart = 0;
+  #detectWall = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #queue: Promise<void> = Promise.resolve();
+  /** A compile or store write failed: the next cycle compiles even without route changes. */
+  #dirty = false;
+  #closed = false;
+  #cycleId = 0;
+  readonly #cycles: CycleRecord[] = [];
+  readonly #open = new Map<number, OpenCycle>();
+  /** Cycles run (including those that changed nothing), route changes, versions issued. */
+  readonly counters = { cycles: 0, routeChanges: 0, versions: 0 };
+
+  constructor(opts: RouteLoopOptions) {
+    super();
+    this.#topology = opts.topology;
+    this.#log = opts.log.child({ module: 'route-loop' });
+    this.#store = opts.store;
+    this.#distributor = opts.distributor;
+    this.#plan = opts.addressing;
+    this.#coalesceMs = opts.coalesceMs ?? 5;
+    this.#historySize = opts.cycleHistory ?? 100;
+    this.#retryMs = opts.retryMs ?? 1000;
+    const links: Record<string, LinkState> = {};
+    for (const s of opts.initial ?? []) {
+      const st = linkStateOf(s);
+      if (st !== null) links[s.id] = st;
+    }
+    this.#engine = new RouteEngine(opts.topology, {
+      state: { links },
+      hysteresis: opts.hysteresis === undefined ? DEFAULT_MARGINS : opts.hysteresis,
+    });
+    this.#distributor.on('settled', (site, version) => this.#settled(site, version));
+  }
+
+  /** The routes in force (with hysteresis), in `computeRoutes` order. */
+  get routes(): Route[] {
+    return this.#engine.routes;
+  }
+
+  /** True when an addressing plan is configured (policies are compiled and distributed). */
+  get distributing(): boolean {
+    return this.#plan !== undefined;
+  }
+
+  /** Recent cycles, oldest first. */
+  cycles(): CycleRecord[] {
+    return [...this.#cycles];
+  }
+
+  /** Compiles and distributes the initial policies (when a plan is configured). */
+  async start(): Promise<void> {
+    if (this.#plan === undefined) {
+      this.#log.info('no addressing plan: routes are computed, no policy is compiled or distributed');
+      return;
+    }
+    await this.#enqueue(() => this.#cycle('start', new Map(), performance.now(), Date.now(), true));
+  }
+
+  /** Feeds one estimator change (the controller wires `link-change` here). */
+  linkChange(c: LinkChange): void {
+    if (this.#closed) return;
+    if (this.#pending.size === 0 && this.#timer === undefined) {
+      this.#detectStart = performance.now();
+      this.#detectWall = Date.now();
+    }
+    this.#pending.set(c.id, linkStateOf(c.state));
+    this.#timer ??= setTimeout(() => {
+      this.#timer = undefined;
+      const changes = new Map(this.#pending);
+      this.#pending.clear();
+      const start = this.#detectStart;
+      const wall = this.#detectWall;
+      void this.#enqueue(() => this.#cycle('link-change', changes, start, wall, false));
+    }, this.#coalesceMs);
+  }
+
+  /**
+   * Re-issues the content that was in force right after `version` as a new version, for every site
+   * whose current content differs. The loop's own compile takes over again at the next route change.
+   * @throws ControllerError `CTRL_ERR_POLICY_UNKNOWN_VERSION`, `CTRL_ERR_POLICY_NO_PLAN`, `CTRL_ERR_POLICY_STORE`.
+   */
+  rollback(version: number): Promise<RollbackResult> {
+    return this.#enqueue(async () => {
+      if (this.#plan === undefined) {
+        throw new ControllerError(
+          'CTRL_ERR_POLICY_NO_PLAN',
+          'policies are not distributed: the controller has no addressing plan (--addressing FILE)',
+        );
+      }
+      const old = await this.#store.policiesAt(version);
+      if (old === null) {
+        const last = this.#store.versions().at(-1)?.version;
+        throw new ControllerError(
+          'CTRL_ERR_POLICY_UNKNOWN_VERSION',
+          `policy version ${version} was never issued (issued: ${last === undefined ? 'none' : `1..${last}`})`,
+        );
+      }
+      const current = this.#store.current();
+      const changed = [...old.values()].filter((p) => current.get(p.site)?.hash !== p.hash);
+      const t0 = performance.now();
+      const record = this.#newRecord('rollback', [], Date.now());
+      const issued = await this.#issue(changed, 'rollback', version, record, t0, t0);
+      await this.#store.audit('policy.rollback', {
+        rollbackOf: version,
+        version: issued,
+        sites: record.sites,
+      });
+      this.#log.info({ rollbackOf: version, version: issued, sites: record.sites }, 'policy rollback');
+      return { rollbackOf: version, version: issued, sites: record.sites };
+    });
+  }
+
+  /** An agent holds a version above its site's current one: re-issue the site's content above it. */
+  reissue(site: string, held: PolicyRef): void {
+    void this.#enqueue(async () => {
+      await this.#store.observe(held.version);
+      const ref = this.#store.current().get(site);
+      const p = ref === undefined ? null : await this.#store.get(site, ref.version);
+      if (p === null) return;
+      const t0 = performance.now();
+      await this.#issue([p], 'reissue', null, this.#newRecord('reissue', [], Date.now()), t0, t0);
+    }).catch((err: unknown) => this.#log.error({ err, site }, 're-issue failed'));
+  }
+
+  stop(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    return this.#queue;
+  }
+
+  #enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn);
+    this.#queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  async #cycle(
+    trigger: CycleRecord['trigger'],
+    changes: Map<string, LinkState | null>,
+    detectStart: number,
+    detectWall: number,
+    forceCompile: boolean,
+  ): Promise<void> {
+    if (this.#closed) return;
+    this.counters.cycles++;
+    const t0 = performance.now();
+    const record = this.#newRecord(trigger, [...changes.keys()], detectWall);
+    record.timings.detectMs = round(t0 - detectStart);
+    const update: Record<string, LinkState | null> = Object.fromEntries(changes);
+    const res = this.#engine.update(update);
+    const t1 = performance.now();
+    record.routeChanges = res.changes.length;
+    this.counters.routeChanges += res.changes.length;
+    record.recomputed = res.recomputed;
+    record.timings.computeMs = round(t1 - t0);
+    if (res.changes.length > 0) {
+      this.#log.info(
+        {
+          links: record.links,
+          changed: res.changes.length,
+          routes: res.changes.slice(0, 20).map((c) => `${c.class}:${c.src}>${c.dst}:${c.reason}`),
+        },
+        'routes changed',
+      );
+      this.emit('routes-changed', res.changes);
+    }
+    if (this.#plan === undefined || (res.changes.length === 0 && !forceCompile && !this.#dirty)) {
+      if (res.changes.length > 0) this.#keep(record, t0 - detectStart + (t1 - t0));
+      return;
+    }
+    let compiled: Map<string, CompiledSitePolicy>;
+    try {
+      compiled = compilePolicies(this.#topology, this.#engine.routes, this.#plan);
+    } catch (err) {
+      this.#failed(record, 'CTRL_ERR_POLICY_COMPILE', (err as Error).message);
+      return;
+    }
+    const t2 = performance.now();
+    record.timings.compileMs = round(t2 - t1);
+    const current = this.#store.current();
+    const changed = [...compiled.values()].filter((p) => current.get(p.site)?.hash !== p.hash);
+    try {
+      await this.#issue(changed, 'routes', null, record, t2, detectStart);
+    } catch {
+      return; // recorded and scheduled for retry by #issue
+    }
+  }
+
+  /** Stamps a new version on `policies`, stores and distributes them; returns the version (null: none). */
+  async #issue(
+    policies: CompiledSitePolicy[],
+    reason: PolicyVersionReason,
+    rollbackOf: number | null,
+    record: CycleRecord,
+    t2: number,
+    detectStart: number,
+  ): Promise<number | null> {
+    if (policies.length === 0) {
+      this.#dirty = false;
+      this.#keep(record, performance.now() - detectStart);
+      return null;
+    }
+    let version: number;
+    try {
+      version = await this.#store.nextVersion();
+      for (const p of policies) p.version = version;
+      const meta: PolicyVersionMeta = {
+        version,
+        createdAt: new Date().toISOString(),
+        reason,
+        rollbackOf,
+        sites: policies.map((p) => p.site).sort(),
+      };
+      await this.#store.commit(meta, policies);
+    } catch (err) {
+      const code = err instanceof ControllerError ? err.code : 'CTRL_ERR_POLICY_STORE';
+      this.#failed(record, code, (err as Error).message);
+      throw err;
+    }
+    this.#dirty = false;
+    this.counters.versions++;
+    const t3 = performance.now();
+    record.version = version;
+    record.sites = policies.map((p) => p.site).sort();
+    record.timings.storeMs = round(t3 - t2);
+    const pushed = new Set(this.#distributor.distribute(policies));
+    const t4 = performance.now();
+    record.timings.pushMs = round(t4 - t3);
+    record.deferred = record.sites.filter((s) => !pushed.has(s));
+    // Acks cannot arrive before this (they come from the event loop), so the wait set is complete.
+    this.#open.set(version, { record, pushEnd: t4, detectStart, waiting: pushed });
+    if (pushed.size === 0) this.#complete(version);
+    this.#keep(record, null);
+    this.#log.info(
+      {
+        cycle: record.id,
+        trigger: record.trigger,
+        version,
+        sites: record.sites,
+        routeChanges: record.routeChanges,
+        ...record.timings,
+      },
+      'policy version pushed',
+    );
+    return version;
+  }
+
+  #settled(site: string, version: number): void {
+    const open = this.#open.get(version);
+    if (open === undefined || !open.waiting.delete(site)) return;
+    const st = this.#distributor.statusOf(site);
+    if (st?.status === 'applied') open.record.acked++;
+    else open.record.failed++;
+    if (open.waiting.size === 0 && open.pushEnd > 0) this.#complete(version);
+  }
+
+  #complete(version: number): void {
+    const open = this.#open.get(version);
+    if (open === undefined) return;
+    this.#open.delete(version);
+    const now = performance.now();
+    const r = open.record;
+    r.timings.ackMs = round(now - open.pushEnd);
+    r.timings.totalMs = round(now - open.detectStart);
+    this.#log.info(
+      { cycle: r.id, version, sites: r.sites.length, acked: r.acked, failed: r.failed, ...r.timings },
+      'policy version settled',
+    );
+    this.emit('cycle', r);
+  }
+
+  #newRecord(trigger: CycleRecord['trigger'], links: string[], wall: number): CycleRecord {
+    return {
+      id: ++this.#cycleId,
+      startedAt: new Date(wall).toISOString(),
+      trigger,
+      links,
+      routeChanges: 0,
+      recomputed: 0,
+      version: null,
+      sites: [],
+      deferred: [],
+      acked: 0,
+      failed: 0,
+      error: null,
+      timings: {
+        detectMs: 0,
+        computeMs: 0,
+        compileMs: null,
+        storeMs: null,
+        pushMs: null,
+        ackMs: null,
+        totalMs: null,
+      },
+    };
+  }
+
+  /** Keeps a record in the history; `totalMs` set when the cycle ends without a push. */
+  #keep(record: CycleRecord, totalMs: number | null): void {
+    if (totalMs !== null) record.timings.totalMs = round(totalMs);
+    if (!this.#cycles.includes(record)) {
+      this.#cycles.push(record);
+      if (this.#cycles.length > this.#historySize)
+        this.#cycles.splice(0, this.#cycles.length - this.#historySize);
+    }
+    if (totalMs !== null) this.emit('cycle', record);
+  }
+
+  #failed(record: CycleRecord, code: string, message: string): void {
+    record.error = { code, message };
+    this.#dirty = true;
+    this.#keep(record, null);
+    this.emit('cycle', record);
+    this.#log.error({ cycle: record.id, code }, message);
+    if (!this.#closed && this.#retryTimer === undefined) {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = undefined;
+        const now = performance.now();
+        void this.#enqueue(() => this.#cycle('retry', new Map(), now, Date.now(), true));
+      }, this.#retryMs);
+      this.#retryTimer.unref();
+    }
+  }
+}
