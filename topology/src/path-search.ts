@@ -16,7 +16,7 @@
  *   is cut only when no completion can be feasible or rank before the incumbent.
  */
 import { LOSS_EPSILON_PCT, METRIC_SCALE, lossWithin, per, violationUnits } from './path-metrics';
-import { SiteHeap, type RouteGraph, type Tree, type Weights } from './route-graph';
+import { SiteHeap, treeNext, type RouteGraph, type Tree, type Weights } from './route-graph';
 import type { Sla } from './types';
 
 /** Best path from `src` to the root of `tree`, whose tree was built over exactly `allowed`. */
@@ -28,33 +28,63 @@ export function walkTree(
   allowed: Uint8Array,
   w: Weights,
 ): number[] | null {
-  const { d1, d2, d3 } = tree;
-  if (d1[src] === Infinity) return null;
-  const { w1, w2, w3 } = w;
+  if (tree.d1[src] === Infinity) return null;
+  const next = treeNext(g, tree, allowed, w);
   const path: number[] = [];
-  let u = src;
-  while (u !== dst) {
-    let next = -1;
-    // Arcs are sorted by (neighbour rank, link rank): the first tight arc is the lexicographic choice.
-    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
-      const e = g.adjLink[k]!;
-      if (allowed[e] === 0) continue;
-      const v = g.adjNbr[k]!;
-      if (w1[e]! + d1[v]! === d1[u] && w2[e]! + d2[v]! === d2[u] && w3[e]! + d3[v]! === d3[u]) {
-        path.push(e);
-        next = v;
-        break;
-      }
-    }
-    if (next < 0) throw new Error('walkTree: tree does not match the graph');
-    u = next;
+  for (let u = src; u !== dst;) {
+    const e = next[u]!;
+    if (e < 0) throw new Error('walkTree: tree does not match the graph');
+    path.push(e);
+    u = g.other(e, u);
   }
   return path;
 }
 
+/** Reusable scratch arrays for {@link aStar}, stamped so that nothing is cleared between calls. */
+class AStarSpace {
+  gen = 0;
+  readonly stamp: Int32Array;
+  readonly removed: Int32Array;
+  readonly g1: Float64Array;
+  readonly g2: Float64Array;
+  readonly g3: Float64Array;
+  readonly f1: Float64Array;
+  readonly f2: Float64Array;
+  readonly f3: Float64Array;
+  readonly predE: Int32Array;
+  readonly predV: Int32Array;
+  readonly done: Uint8Array;
+  readonly pos: Int32Array;
+  readonly heap: Int32Array;
+  readonly mark: Int32Array;
+  constructor(n: number, m: number) {
+    this.stamp = new Int32Array(n);
+    this.removed = new Int32Array(m);
+    this.g1 = new Float64Array(n);
+    this.g2 = new Float64Array(n);
+    this.g3 = new Float64Array(n);
+    this.f1 = new Float64Array(n);
+    this.f2 = new Float64Array(n);
+    this.f3 = new Float64Array(n);
+    this.predE = new Int32Array(n);
+    this.predV = new Int32Array(n);
+    this.done = new Uint8Array(n);
+    this.pos = new Int32Array(n);
+    this.heap = new Int32Array(n);
+    this.mark = new Int32Array(n);
+  }
+}
+
+const spaces = new WeakMap<RouteGraph, AStarSpace>();
+
 /**
  * Best path from `src` to `dst` over `allowed` links minus `removed`; `bound` is the tree rooted at
- * `dst` over a superset of the allowed links (its distances never overestimate).
+ * `dst` over exactly `allowed` (exact distances there, lower bounds once links are removed).
+ *
+ * A popped site whose own best path in the tree (the greedy walk) avoids the removed links and the
+ * sites already on its prefix is not expanded: prefix + walk is a complete path of key f, the
+ * smallest open key. Sites are still popped while their key equals that f, so the lexicographic
+ * minimum among equal keys is found (the first "intact" site on that minimum yields it).
  */
 export function aStar(
   g: RouteGraph,
@@ -65,48 +95,138 @@ export function aStar(
   w: Weights,
   bound: Tree,
 ): number[] | null {
-  const n = g.n;
   const { d1: h1, d2: h2, d3: h3 } = bound;
   if (h1[src] === Infinity) return null;
-  const ok = allowed.slice();
-  for (const e of removed) ok[e] = 0;
-  const g1 = new Float64Array(n).fill(Infinity);
-  const g2 = new Float64Array(n).fill(Infinity);
-  const g3 = new Float64Array(n).fill(Infinity);
-  const f1 = new Float64Array(n);
-  const f2 = new Float64Array(n);
-  const f3 = new Float64Array(n);
-  const predE = new Int32Array(n).fill(-1);
-  const predV = new Int32Array(n).fill(-1);
-  const done = new Uint8Array(n);
-  const heap = new SiteHeap(n, (a, b) => {
+  let sp = spaces.get(g);
+  if (sp === undefined) {
+    sp = new AStarSpace(g.n, g.m);
+    spaces.set(g, sp);
+  }
+  const gen = ++sp.gen;
+  const next = treeNext(g, bound, allowed, w);
+  const { stamp, g1, g2, g3, f1, f2, f3, predE, predV, done, pos, heap, mark } = sp;
+  const rem = sp.removed;
+  for (const e of removed) rem[e] = gen;
+  const { w1, w2, w3 } = w;
+  let size = 0;
+  const less = (a: number, b: number): boolean => {
     if (f1[a] !== f1[b]) return f1[a]! < f1[b]!;
     if (f2[a] !== f2[b]) return f2[a]! < f2[b]!;
     if (f3[a] !== f3[b]) return f3[a]! < f3[b]!;
     if (g1[a] !== g1[b]) return g1[a]! < g1[b]!;
     if (g2[a] !== g2[b]) return g2[a]! < g2[b]!;
     return g3[a]! < g3[b]!;
-  });
-  const { w1, w2, w3 } = w;
+  };
+  const up = (i: number): void => {
+    const v = heap[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const pv = heap[p]!;
+      if (!less(v, pv)) break;
+      heap[i] = pv;
+      pos[pv] = i;
+      i = p;
+    }
+    heap[i] = v;
+    pos[v] = i;
+  };
+  const popMin = (): number => {
+    const top = heap[0]!;
+    const last = heap[--size]!;
+    if (size > 0) {
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= size) break;
+        if (c + 1 < size && less(heap[c + 1]!, heap[c]!)) c++;
+        const cv = heap[c]!;
+        if (!less(cv, last)) break;
+        heap[i] = cv;
+        pos[cv] = i;
+        i = c;
+      }
+      heap[i] = last;
+      pos[last] = i;
+    }
+    pos[top] = -1;
+    return top;
+  };
+  const touch = (v: number): void => {
+    if (stamp[v] !== gen) {
+      stamp[v] = gen;
+      g1[v] = Infinity;
+      g2[v] = Infinity;
+      g3[v] = Infinity;
+      done[v] = 0;
+      pos[v] = -1;
+    }
+  };
+  touch(src);
   g1[src] = 0;
   g2[src] = 0;
   g3[src] = 0;
   f1[src] = h1[src]!;
   f2[src] = h2[src]!;
   f3[src] = h3[src]!;
-  heap.push(src);
-  while (heap.size > 0) {
-    const u = heap.pop();
+  predE[src] = -1;
+  predV[src] = -1;
+  heap[size++] = src;
+  pos[src] = 0;
+  let best: number[] | null = null;
+  let b1 = Infinity;
+  let b2 = Infinity;
+  let b3 = Infinity;
+  while (size > 0) {
+    const u = popMin();
+    if (best !== null && lex3(f1[u]!, f2[u]!, f3[u]!, b1, b2, b3) > 0) break;
     done[u] = 1;
-    if (u === dst) break;
+    // Is the tree's best path from u usable (no removed link, no site of u's prefix)?
+    for (let x = u; x >= 0; x = predV[x]!) mark[x] = gen;
+    const walk = intactWalk(g, next, u, dst, rem, gen, mark);
+    if (walk !== null) {
+      const path: number[] = [];
+      for (let v = u; v !== src; v = predV[v]!) path.push(predE[v]!);
+      path.reverse();
+      for (const e of walk) path.push(e);
+      const vsBest = best === null ? -1 : lex3(f1[u]!, f2[u]!, f3[u]!, b1, b2, b3);
+      if (vsBest < 0 || (vsBest === 0 && comparePathLinks(g, src, path, best!) < 0)) {
+        best = path;
+        b1 = f1[u]!;
+        b2 = f2[u]!;
+        b3 = f3[u]!;
+      }
+      for (let x = u; x >= 0; x = predV[x]!) mark[x] = 0;
+      continue;
+    }
     for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
       const e = g.adjLink[k]!;
-      if (ok[e] === 0) continue;
+      if (allowed[e] === 0 || rem[e] === gen) continue;
       const v = g.adjNbr[k]!;
-      if (done[v] === 1 || h1[v] === Infinity) continue;
+      if (h1[v] === Infinity) continue;
+      touch(v);
+      if (done[v] === 1) continue;
       const n1 = g1[u]! + w1[e]!;
       const n2 = g2[u]! + w2[e]!;
       const n3 = g3[u]! + w3[e]!;
+      const v1 = n1 + h1[v]!;
+      const v2 = n2 + h2[v]!;
+      const v3 = n3 + h3[v]!;
+      const vsBest = best === null ? -1 : lex3(v1, v2, v3, b1, b2, b3);
+      if (vsBest > 0) continue;
+      if (vsBest < 0 && mark[v] !== gen) {
+        // An upper bound early: if v's tree path is intact, prefix + e + walk is a complete path.
+        const walk = intactWalk(g, next, v, dst, rem, gen, mark);
+        if (walk !== null) {
+          const path: number[] = [e];
+          for (let x = u; x !== src; x = predV[x]!) path.push(predE[x]!);
+          path.reverse();
+          for (const l of walk) path.push(l);
+          best = path;
+          b1 = v1;
+          b2 = v2;
+          b3 = v3;
+        }
+      }
       const c = lex3(n1, n2, n3, g1[v]!, g2[v]!, g3[v]!);
       if (c > 0) continue;
       if (c === 0 && !prefixBefore(g, predV, predE, u, e, predV[v]!, predE[v]!)) continue;
@@ -118,13 +238,55 @@ export function aStar(
       f3[v] = n3 + h3[v]!;
       predE[v] = e;
       predV[v] = u;
-      heap.push(v);
+      if (pos[v]! < 0) {
+        heap[size] = v;
+        pos[v] = size;
+        size++;
+      }
+      up(pos[v]!);
     }
+    for (let x = u; x >= 0; x = predV[x]!) mark[x] = 0;
   }
-  if (done[dst] === 0) return null;
+  return best;
+}
+
+/** The tree's best path from `u` (next hops), or `null` when it uses a removed link or a marked site. */
+function intactWalk(
+  g: RouteGraph,
+  next: Int32Array,
+  u: number,
+  dst: number,
+  rem: Int32Array,
+  gen: number,
+  mark: Int32Array,
+): number[] | null {
   const path: number[] = [];
-  for (let v = dst; v !== src; v = predV[v]!) path.push(predE[v]!);
-  return path.reverse();
+  while (u !== dst) {
+    const e = next[u]!;
+    if (e < 0 || rem[e] === gen) return null;
+    u = g.other(e, u);
+    if (mark[u] === gen) return null;
+    path.push(e);
+  }
+  return path;
+}
+
+/** Lexicographic order of two paths from `src` (same key, so the same length): sites, then links. */
+function comparePathLinks(g: RouteGraph, src: number, a: readonly number[], b: readonly number[]): number {
+  let x = src;
+  let y = src;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    x = g.other(a[i]!, x);
+    y = g.other(b[i]!, y);
+    const d = g.siteRank[x]! - g.siteRank[y]!;
+    if (d !== 0) return d;
+  }
+  if (a.length !== b.length) return a.length - b.length;
+  for (let i = 0; i < a.length; i++) {
+    const d = g.linkRank[a[i]!]! - g.linkRank[b[i]!]!;
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 function lex3(a1: number, a2: number, a3: number, b1: number, b2: number, b3: number): number {
@@ -180,7 +342,7 @@ export interface BoundedQuery {
   readonly dst: number;
   readonly allowed: Uint8Array;
   readonly weights: Weights;
-  /** Objective tree rooted at `dst` over a superset of `allowed`. */
+  /** Objective tree rooted at `dst`, and SLA trees, over a superset of `allowed` (lower bounds). */
   readonly bound: Tree;
   readonly slaBounds: SlaBounds;
   readonly sla: Sla;
@@ -191,7 +353,9 @@ export interface BoundedQuery {
   readonly mode: 'feasible' | 'best-effort';
   readonly utilExcess?: Float64Array;
   /** Per-link 0/1: the first key is the number of penalised links (links shared with a primary). */
-  readonly penalty?: Uint8Array;
+  readonly penalty?: Float64Array;
+  /** With `penalty`: the fewest penalised links from each site to `dst` (same graph as `bound`). */
+  readonly penaltyBound?: Float64Array;
   /** A path (link indices) that is not a candidate (the primary, when looking for its backup). */
   readonly forbid?: readonly number[];
 }
@@ -209,13 +373,13 @@ interface Child {
 /** Exact best path under SLA limits, penalties and/or violations; `null` when there is none. */
 export function branchAndBound(g: RouteGraph, q: BoundedQuery): number[] | null {
   const { src, dst, allowed, sla, mode, penalty, forbid } = q;
+  const penaltyBound = q.penaltyBound ?? g.zeros;
   const { w1, w2, w3 } = q.weights;
   const { d1, d2, d3 } = q.bound;
   const hLat = q.slaBounds.lat;
   const hJit = q.slaBounds.jit;
   const hLoss = q.slaBounds.loss;
   const utilEx = q.utilExcess ?? g.zeros;
-  if (d1[src] === Infinity) return null;
   const feasibleOnly = mode === 'feasible';
   const maxLat = Math.round(sla.maxLatencyMs * METRIC_SCALE);
   const maxJit = Math.round(sla.maxJitterMs * METRIC_SCALE);
@@ -339,7 +503,7 @@ export function branchAndBound(g: RouteGraph, q: BoundedQuery): number[] | null 
       const c: Child = {
         e,
         v,
-        pen: pen + (penalty === undefined ? 0 : penalty[e]!),
+        pen: penalty === undefined ? 0 : pen + penalty[e]! + penaltyBound[v]!,
         viol,
         k1: o1 + w1[e]! + d1[v]!,
         k2: o2 + w2[e]! + d2[v]!,
@@ -376,4 +540,253 @@ export function branchAndBound(g: RouteGraph, q: BoundedQuery): number[] | null 
   visit(src, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
   if (!has) return null;
   return Array.from(iLinks.subarray(0, iHops));
+}
+
+/** A label-setting search: {@link BoundedQuery} plus where the walk starts and what it may not touch. */
+export interface LabelQuery extends BoundedQuery {
+  /** Sites the path may not enter (the fixed prefix of a deviation, always including `src`). */
+  readonly blocked?: Uint8Array;
+  /** A link the first step may not take (the primary's link at a deviation point). */
+  readonly firstLinkNot?: number;
+  /** Resources of a fixed prefix ending at `src` (default: the empty prefix). */
+  readonly init?: LabelInit;
+}
+
+export interface LabelInit {
+  readonly pen: number;
+  readonly o1: number;
+  readonly o2: number;
+  readonly o3: number;
+  readonly lat: number;
+  readonly jit: number;
+  readonly keep: number;
+  readonly lossLog: number;
+  readonly ex: number;
+}
+
+/** The result of {@link labelSearch}: the links from `src` and the exact ranking key. */
+export interface LabelResult {
+  readonly links: number[];
+  readonly pen: number;
+  readonly viol: number;
+  readonly k1: number;
+  readonly k2: number;
+  readonly k3: number;
+}
+
+interface Label {
+  readonly node: number;
+  readonly pred: Label | null;
+  readonly link: number;
+  readonly pen: number;
+  readonly o1: number;
+  readonly o2: number;
+  readonly o3: number;
+  readonly lat: number;
+  readonly jit: number;
+  readonly lossLog: number;
+  readonly keep: number;
+  readonly ex: number;
+  readonly fPen: number;
+  readonly fViol: number;
+  readonly f1: number;
+  readonly f2: number;
+  readonly f3: number;
+}
+
+/** Lexicographic order of two label prefixes of the same length: sites, then links. */
+function labelPrefixCmp(g: RouteGraph, a: Label, b: Label): number {
+  const sa: Label[] = [];
+  const sb: Label[] = [];
+  for (let x: Label | null = a; x !== null; x = x.pred) sa.push(x);
+  for (let x: Label | null = b; x !== null; x = x.pred) sb.push(x);
+  for (let i = sa.length - 1, j = sb.length - 1; i >= 0 && j >= 0; i--, j--) {
+    const d = g.siteRank[sa[i]!.node]! - g.siteRank[sb[j]!.node]!;
+    if (d !== 0) return d;
+  }
+  for (let i = sa.length - 1, j = sb.length - 1; i >= 0 && j >= 0; i--, j--) {
+    if (sa[i]!.link < 0 || sb[j]!.link < 0) continue;
+    const d = g.linkRank[sa[i]!.link]! - g.linkRank[sb[j]!.link]!;
+    if (d !== 0) return d;
+  }
+  return sa.length - sb.length;
+}
+
+/**
+ * Exact best path by best-first label setting with Pareto dominance. A label (a path prefix) is
+ * dropped when another label at the same site is at least as good in every resource (penalty,
+ * latency, jitter, loss, utilisation excess) and ranks first by key (then lexicographically):
+ * every completion of the dropped label is then matched by a completion of the other, and when
+ * that completion repeats a site, removing the cycle gives a simple path that is strictly better
+ * (fewer hops, no metric larger). Labels are popped in order of their lower bound, so the search
+ * stops as soon as the best complete path found ranks before every open label.
+ */
+export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null {
+  const { src, dst, allowed, sla, mode, penalty, blocked, firstLinkNot } = q;
+  const penaltyBound = q.penaltyBound ?? g.zeros;
+  const { w1, w2, w3 } = q.weights;
+  const { d1, d2, d3 } = q.bound;
+  const hLat = q.slaBounds.lat;
+  const hJit = q.slaBounds.jit;
+  const hLoss = q.slaBounds.loss;
+  const utilEx = q.utilExcess ?? g.zeros;
+  const feasibleOnly = mode === 'feasible';
+  const maxLat = Math.round(sla.maxLatencyMs * METRIC_SCALE);
+  const maxJit = Math.round(sla.maxJitterMs * METRIC_SCALE);
+  const lossCap = (sla.maxLossPct + LOSS_EPSILON_PCT) / 100;
+  const maxLossLog = lossCap >= 1 ? Infinity : -Math.log1p(-lossCap) * (1 + 1e-9) + 1e-12;
+  const perLat = per(sla.maxLatencyMs);
+  const perJit = per(sla.maxJitterMs);
+  const perLoss = per(sla.maxLossPct);
+  const violation = (lat: number, jit: number, lossPct: number, ex: number): number =>
+    Math.max(0, lat - maxLat) / METRIC_SCALE / perLat +
+    Math.max(0, jit - maxJit) / METRIC_SCALE / perJit +
+    (lossWithin(lossPct, sla.maxLossPct) ? 0 : lossPct - sla.maxLossPct) / perLoss +
+    ex;
+  const cmpF = (a: Label, b: Label): number =>
+    a.fPen - b.fPen || a.fViol - b.fViol || lex3(a.f1, a.f2, a.f3, b.f1, b.f2, b.f3);
+
+  const heap: Label[] = [];
+  const push = (l: Label): void => {
+    heap.push(l);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (cmpF(heap[p]!, l) <= 0) break;
+      heap[i] = heap[p]!;
+      i = p;
+    }
+    heap[i] = l;
+  };
+  const pop = (): Label => {
+    const top = heap[0]!;
+    const last = heap.pop()!;
+    if (heap.length > 0) {
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= heap.length) break;
+        if (c + 1 < heap.length && cmpF(heap[c + 1]!, heap[c]!) < 0) c++;
+        if (cmpF(heap[c]!, last) >= 0) break;
+        heap[i] = heap[c]!;
+        i = c;
+      }
+      heap[i] = last;
+    }
+    return top;
+  };
+
+  const atNode: Label[][] = Array.from({ length: g.n }, () => []);
+  const init = q.init ?? { pen: 0, o1: 0, o2: 0, o3: 0, lat: 0, jit: 0, keep: 1, lossLog: 0, ex: 0 };
+  const root: Label = { node: src, pred: null, link: -1, ...init, fPen: 0, fViol: 0, f1: 0, f2: 0, f3: 0 };
+  push(root);
+  let best: Label | null = null;
+  let bestViol = 0;
+
+  const inPrefix = (l: Label, v: number): boolean => {
+    for (let x: Label | null = l; x !== null; x = x.pred) if (x.node === v) return true;
+    return false;
+  };
+
+  while (heap.length > 0) {
+    const l = pop();
+    if (best !== null) {
+      const c = l.fPen - best.pen || l.fViol - bestViol || lex3(l.f1, l.f2, l.f3, best.o1, best.o2, best.o3);
+      if (c > 0) break;
+    }
+    if (l.node === dst) {
+      const lossPct = 100 * (1 - l.keep);
+      if (feasibleOnly && (l.lat > maxLat || l.jit > maxJit || !lossWithin(lossPct, sla.maxLossPct)))
+        continue;
+      const viol = feasibleOnly ? 0 : violationUnits(violation(l.lat, l.jit, lossPct, l.ex));
+      if (best !== null) {
+        const c =
+          l.pen - best.pen ||
+          viol - bestViol ||
+          lex3(l.o1, l.o2, l.o3, best.o1, best.o2, best.o3) ||
+          labelPrefixCmp(g, l, best);
+        if (c >= 0) continue;
+      }
+      best = l;
+      bestViol = viol;
+      continue;
+    }
+    const u = l.node;
+    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+      const e = g.adjLink[k]!;
+      if (allowed[e] === 0) continue;
+      if (l.pred === null && e === firstLinkNot) continue;
+      const v = g.adjNbr[k]!;
+      if (d1[v] === Infinity || v === src || (blocked !== undefined && blocked[v] === 1)) continue;
+      const lat = l.lat + g.lat[e]!;
+      const jit = l.jit + g.jit[e]!;
+      const lossLog = l.lossLog + g.lossLog[e]!;
+      const latLb = lat + hLat[v]!;
+      const jitLb = jit + hJit[v]!;
+      const lossLogLb = lossLog + hLoss[v]!;
+      const ex = l.ex + utilEx[e]!;
+      let fViol = 0;
+      if (feasibleOnly) {
+        if (latLb > maxLat || jitLb > maxJit || lossLogLb > maxLossLog) continue;
+      } else {
+        const lossLb = Math.max(0, -100 * Math.expm1(-lossLogLb) * (1 - 1e-12) - 1e-12);
+        fViol = violationUnits(violation(latLb, jitLb, lossLb, ex));
+      }
+      const pen = l.pen + (penalty === undefined ? 0 : penalty[e]!);
+      const o1 = l.o1 + w1[e]!;
+      const o2 = l.o2 + w2[e]!;
+      const o3 = l.o3 + w3[e]!;
+      const next: Label = {
+        node: v,
+        pred: l,
+        link: e,
+        pen,
+        o1,
+        o2,
+        o3,
+        lat,
+        jit,
+        lossLog,
+        keep: l.keep * (1 - g.lossPct[e]! / 100),
+        ex,
+        fPen: pen + penaltyBound[v]!,
+        fViol,
+        f1: o1 + d1[v]!,
+        f2: o2 + d2[v]!,
+        f3: o3 + d3[v]!,
+      };
+      if (best !== null) {
+        const c =
+          next.fPen - best.pen ||
+          next.fViol - bestViol ||
+          lex3(next.f1, next.f2, next.f3, best.o1, best.o2, best.o3);
+        if (c > 0) continue;
+      }
+      if (inPrefix(l, v)) continue;
+      let dominated = false;
+      for (const other of atNode[v]!) {
+        if (
+          other.pen <= pen &&
+          other.lat <= lat &&
+          other.jit <= jit &&
+          other.keep >= next.keep &&
+          other.ex <= ex
+        ) {
+          const c = lex3(other.o1, other.o2, other.o3, o1, o2, o3);
+          if (c < 0 || (c === 0 && labelPrefixCmp(g, other, next) <= 0)) {
+            dominated = true;
+            break;
+          }
+        }
+      }
+      if (dominated) continue;
+      atNode[v]!.push(next);
+      push(next);
+    }
+  }
+  if (best === null) return null;
+  const links: number[] = [];
+  for (let x: Label | null = best; x !== null && x.pred !== null; x = x.pred) links.push(x.link);
+  links.reverse();
+  return { links, pen: best.pen, viol: bestViol, k1: best.o1, k2: best.o2, k3: best.o3 };
 }

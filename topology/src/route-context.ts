@@ -16,7 +16,15 @@
  * - `unreachable` (no path of up links): primary and backup `null`.
  */
 import { lossWithin, pathFromLinks, toUnits, utilExcess, utilWithin } from './path-metrics';
-import { aStar, branchAndBound, walkTree, type SlaBounds } from './path-search';
+import {
+  aStar,
+  labelSearch,
+  walkTree,
+  type LabelInit,
+  type LabelQuery,
+  type LabelResult,
+  type SlaBounds,
+} from './path-search';
 import { RouteGraph, shortestTree, type Tree, type Weights } from './route-graph';
 import type { NetworkState, Objective, Path, RouteStatus, Topology, TrafficClass } from './types';
 
@@ -137,6 +145,105 @@ export class RouteContext {
     };
   }
 
+  /**
+   * Bounds for a branch and bound from `src` over `allowed`: trees rooted at `dst` over `allowed`
+   * without the links of `src` (see `BoundedQuery.bound`).
+   */
+  /**
+   * Bounds for a label search towards `dst` over (a subset of) `set`: the cached trees of `set`
+   * rooted at `dst` (exact over `set`, lower bounds over any subset), plus with a penalty the tree of
+   * the fewest penalised links.
+   */
+  #searchBounds(
+    set: UsableSet,
+    objective: Objective,
+    dst: number,
+    penalty?: Float64Array,
+  ): { bound: Tree; slaBounds: SlaBounds; penalty?: Float64Array; penaltyBound?: Float64Array } {
+    const g = this.graph;
+    const pen =
+      penalty === undefined
+        ? {}
+        : {
+            penalty,
+            penaltyBound: shortestTree(g, dst, set.allowed, { w1: penalty, w2: g.zeros, w3: g.zeros }).d1,
+          };
+    return { ...pen, bound: this.tree(set, objective, dst), slaBounds: this.slaBounds(set, dst) };
+  }
+
+  /** Best path of a label search. */
+  #search(q: LabelQuery): number[] | null;
+  /** Best path other than `forbid` (by deviation from it: see {@link RouteContext.#deviations}). */
+  #search(q: LabelQuery, forbid: readonly number[]): number[] | null;
+  #search(q: LabelQuery, forbid?: readonly number[]): number[] | null {
+    if (forbid === undefined) return labelSearch(this.graph, q)?.links ?? null;
+    return this.#deviations(q, forbid);
+  }
+
+  /**
+   * The best path other than `forbid`: any other simple path follows `forbid` for i links, then
+   * leaves it by another link and never returns to the sites already passed. One exact search per
+   * deviation point i, and the best of them (key, then sites, then links).
+   */
+  #deviations(q: LabelQuery, forbid: readonly number[]): number[] | null {
+    const g = this.graph;
+    const penalty = q.penalty ?? g.zeros;
+    const utilEx = q.utilExcess ?? g.zeros;
+    const { w1, w2, w3 } = q.weights;
+    let init: LabelInit = { pen: 0, o1: 0, o2: 0, o3: 0, lat: 0, jit: 0, keep: 1, lossLog: 0, ex: 0 };
+    const blocked = new Uint8Array(g.n);
+    let at = q.src;
+    let best: { r: LabelResult; links: number[] } | null = null;
+    for (let i = 0; i < forbid.length; i++) {
+      const e = forbid[i]!;
+      const r = labelSearch(g, { ...q, src: at, blocked, firstLinkNot: e, init });
+      if (r !== null) {
+        const links = [...forbid.slice(0, i), ...r.links];
+        if (best === null || this.#compareFull(q.src, r, links, best.r, best.links) < 0) best = { r, links };
+      }
+      blocked[at] = 1;
+      init = {
+        pen: init.pen + penalty[e]!,
+        o1: init.o1 + w1[e]!,
+        o2: init.o2 + w2[e]!,
+        o3: init.o3 + w3[e]!,
+        lat: init.lat + g.lat[e]!,
+        jit: init.jit + g.jit[e]!,
+        keep: init.keep * (1 - g.lossPct[e]! / 100),
+        lossLog: init.lossLog + g.lossLog[e]!,
+        ex: init.ex + utilEx[e]!,
+      };
+      at = g.other(e, at);
+    }
+    return best === null ? null : best.links;
+  }
+
+  #compareFull(
+    src: number,
+    a: LabelResult,
+    la: readonly number[],
+    b: LabelResult,
+    lb: readonly number[],
+  ): number {
+    const c = a.pen - b.pen || a.viol - b.viol || a.k1 - b.k1 || a.k2 - b.k2 || a.k3 - b.k3;
+    if (c !== 0) return c;
+    const g = this.graph;
+    let x = src;
+    let y = src;
+    for (let i = 0; i < Math.min(la.length, lb.length); i++) {
+      x = g.other(la[i]!, x);
+      y = g.other(lb[i]!, y);
+      const d = g.siteRank[x]! - g.siteRank[y]!;
+      if (d !== 0) return d;
+    }
+    if (la.length !== lb.length) return la.length - lb.length;
+    for (let i = 0; i < la.length; i++) {
+      const d = g.linkRank[la[i]!]! - g.linkRank[lb[i]!]!;
+      if (d !== 0) return d;
+    }
+    return 0;
+  }
+
   #utilExcessOf(cls: TrafficClass): Float64Array {
     let ex = this.#utilExcess.get(cls.id);
     if (ex === undefined) {
@@ -195,13 +302,12 @@ export class RouteContext {
         }
         return { status: 'ok', primary: cand, backup: this.#feasibleBackup(cls, src, dst, cand, b) };
       }
-      const primary = branchAndBound(g, {
+      const primary = this.#search({
         src,
         dst,
         allowed: set.allowed,
         weights: w,
-        bound,
-        slaBounds: this.slaBounds(set, dst),
+        ...this.#searchBounds(set, cls.objective, dst),
         sla: cls.sla,
         mode: 'feasible',
       });
@@ -266,48 +372,44 @@ export class RouteContext {
     const g = this.graph;
     const set = this.usable(cls);
     const w = this.weights(cls.objective);
-    const bound = this.tree(set, cls.objective, dst);
-    const slaBounds = this.slaBounds(set, dst);
     if (!noDisjointPath) {
       const without = set.allowed.slice();
       for (const e of primary) without[e] = 0;
-      const disjoint = branchAndBound(g, {
+      const disjoint = this.#search({
         src,
         dst,
         allowed: without,
         weights: w,
-        bound,
-        slaBounds,
+        ...this.#searchBounds(set, cls.objective, dst),
         sla: cls.sla,
         mode: 'feasible',
       });
       if (disjoint !== null) return disjoint;
     }
-    const penalty = new Uint8Array(g.m);
+    const penalty = new Float64Array(g.m);
     for (const e of primary) penalty[e] = 1;
-    return branchAndBound(g, {
-      src,
-      dst,
-      allowed: set.allowed,
-      weights: w,
-      bound,
-      slaBounds,
-      sla: cls.sla,
-      mode: 'feasible',
-      penalty,
-      forbid: primary,
-    });
+    return this.#search(
+      {
+        src,
+        dst,
+        allowed: set.allowed,
+        weights: w,
+        ...this.#searchBounds(set, cls.objective, dst, penalty),
+        sla: cls.sla,
+        mode: 'feasible',
+      },
+      primary,
+    );
   }
 
   #bestEffort(cls: TrafficClass, src: number, dst: number): readonly number[] | null {
     const up = this.#upSet;
-    return branchAndBound(this.graph, {
+    return this.#search({
       src,
       dst,
       allowed: up.allowed,
       weights: this.weights(cls.objective),
-      bound: this.tree(up, cls.objective, dst),
-      slaBounds: this.slaBounds(up, dst),
+      ...this.#searchBounds(up, cls.objective, dst),
       sla: cls.sla,
       mode: 'best-effort',
       utilExcess: this.#utilExcessOf(cls),
@@ -322,21 +424,21 @@ export class RouteContext {
     primary: readonly number[],
   ): readonly number[] | null {
     const up = this.#upSet;
-    const penalty = new Uint8Array(this.graph.m);
+    const penalty = new Float64Array(this.graph.m);
     for (const e of primary) penalty[e] = 1;
-    return branchAndBound(this.graph, {
-      src,
-      dst,
-      allowed: up.allowed,
-      weights: this.weights(cls.objective),
-      bound: this.tree(up, cls.objective, dst),
-      slaBounds: this.slaBounds(up, dst),
-      sla: cls.sla,
-      mode: 'best-effort',
-      utilExcess: this.#utilExcessOf(cls),
-      penalty,
-      forbid: primary,
-    });
+    return this.#search(
+      {
+        src,
+        dst,
+        allowed: up.allowed,
+        weights: this.weights(cls.objective),
+        ...this.#searchBounds(up, cls.objective, dst, penalty),
+        sla: cls.sla,
+        mode: 'best-effort',
+        utilExcess: this.#utilExcessOf(cls),
+      },
+      primary,
+    );
   }
 
   /** A path (link indices from `src`) in its public form. */

@@ -18,6 +18,34 @@ export interface Tree {
   readonly d1: Float64Array;
   readonly d2: Float64Array;
   readonly d3: Float64Array;
+  /** Per site, the first tight link towards the root (lexicographic choice), or -1; built lazily. */
+  next?: Int32Array;
+}
+
+/**
+ * The tree's next-hop links: for each site the first link (in adjacency order: neighbour rank, then
+ * link rank) on some best path to the root. Following them gives the lexicographically smallest
+ * best path, since all best paths from a site have the same number of hops.
+ */
+export function treeNext(g: RouteGraph, tree: Tree, allowed: Uint8Array, w: Weights): Int32Array {
+  if (tree.next !== undefined) return tree.next;
+  const { d1, d2, d3 } = tree;
+  const { w1, w2, w3 } = w;
+  const next = new Int32Array(g.n).fill(-1);
+  for (let u = 0; u < g.n; u++) {
+    if (d1[u] === Infinity || (d1[u] === 0 && d2[u] === 0 && d3[u] === 0)) continue;
+    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+      const e = g.adjLink[k]!;
+      if (allowed[e] === 0) continue;
+      const v = g.adjNbr[k]!;
+      if (w1[e]! + d1[v]! === d1[u] && w2[e]! + d2[v]! === d2[u] && w3[e]! + d3[v]! === d3[u]) {
+        next[u] = e;
+        break;
+      }
+    }
+  }
+  tree.next = next;
+  return next;
 }
 
 export class RouteGraph {
