@@ -198,11 +198,34 @@ export function aStar(
       for (let x = u; x >= 0; x = predV[x]!) mark[x] = 0;
       continue;
     }
+    // Direct links to dst first: an early upper bound keeps most of a hub's neighbours off the heap.
+    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+      if (g.adjNbr[k] !== dst) continue;
+      const e = g.adjLink[k]!;
+      if (allowed[e] === 0 || rem[e] === gen) continue;
+      const n1 = g1[u]! + w1[e]!;
+      const n2 = g2[u]! + w2[e]!;
+      const n3 = g3[u]! + w3[e]!;
+      if (best === null || lex3(n1, n2, n3, b1, b2, b3) < 0) {
+        const path: number[] = [e];
+        for (let x = u; x !== src; x = predV[x]!) path.push(predE[x]!);
+        best = path.reverse();
+        b1 = n1;
+        b2 = n2;
+        b3 = n3;
+      }
+    }
     for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
       const e = g.adjLink[k]!;
       if (allowed[e] === 0 || rem[e] === gen) continue;
       const v = g.adjNbr[k]!;
       if (h1[v] === Infinity) continue;
+      if (
+        best !== null &&
+        lex3(g1[u]! + w1[e]! + h1[v]!, g2[u]! + w2[e]! + h2[v]!, g3[u]! + w3[e]! + h3[v]!, b1, b2, b3) > 0
+      ) {
+        continue;
+      }
       touch(v);
       if (done[v] === 1) continue;
       const n1 = g1[u]! + w1[e]!;
