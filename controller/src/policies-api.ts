@@ -11,6 +11,7 @@
  */
 import type { FastifyPluginAsync } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
+import { ControllerError } from './errors';
 import type { PolicyDistributor } from './policy-distributor';
 import type { PolicyStore } from './policy-store';
 import type { RouteLoop } from './route-loop';
@@ -56,8 +57,28 @@ export function policiesApi(
   return async (app) => {
     app.get('/policies', () => policiesView(loop, store, distributor));
 
-    app.post<{ Body: RollbackBody }>('/policies/rollback', { schema: { body: RollbackBody } }, async (req) =>
-      loop.rollback(req.body.version),
+    app.post<{ Body: RollbackBody }>(
+      '/policies/rollback',
+      {
+        schema: { body: RollbackBody },
+        // Fastify's validator strips unknown fields; an operator's typo must fail instead.
+        preValidation: (req, _reply, done) => {
+          const body = req.body as unknown;
+          const extra =
+            body !== null && typeof body === 'object' && !Array.isArray(body)
+              ? Object.keys(body).find((k) => k !== 'version')
+              : undefined;
+          done(
+            extra === undefined
+              ? undefined
+              : new ControllerError(
+                  'CTRL_ERR_BAD_REQUEST',
+                  `body.${extra.slice(0, 64)}: unknown field (expected {"version": N})`,
+                ),
+          );
+        },
+      },
+      async (req) => loop.rollback(req.body.version, `api ${req.ip}`),
     );
 
     app.get('/policies/audit', async () => ({ entries: await store.auditLog(100) }));

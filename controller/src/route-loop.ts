@@ -27,6 +27,7 @@ import {
   RouteEngine,
   type HysteresisMarginsInput,
   type LinkState,
+  type NetworkState,
   type Route,
   type RouteChange,
   type Topology,
@@ -165,6 +166,11 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     return this.#engine.routes;
   }
 
+  /** The measured link state the routes were computed for (`meridian routes --state` form). */
+  get state(): NetworkState {
+    return this.#engine.state;
+  }
+
   /** True when an addressing plan is configured (policies are compiled and distributed). */
   get distributing(): boolean {
     return this.#plan !== undefined;
@@ -207,7 +213,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
    * whose current content differs. The loop's own compile takes over again at the next route change.
    * @throws ControllerError `CTRL_ERR_POLICY_UNKNOWN_VERSION`, `CTRL_ERR_POLICY_NO_PLAN`, `CTRL_ERR_POLICY_STORE`.
    */
-  rollback(version: number): Promise<RollbackResult> {
+  rollback(version: number, actor = 'api'): Promise<RollbackResult> {
     return this.#enqueue(async () => {
       if (this.#plan === undefined) {
         throw new ControllerError(
@@ -229,6 +235,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       const record = this.#newRecord('rollback', [], Date.now());
       const issued = await this.#issue(changed, 'rollback', version, record, t0, t0);
       await this.#store.audit('policy.rollback', {
+        actor,
         rollbackOf: version,
         version: issued,
         sites: record.sites,

@@ -143,7 +143,7 @@ export async function api(
   path: string,
   body?: unknown,
   token: string | null = API_TOKEN,
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read arbitrary JSON
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read arbitrary JSON
 ): Promise<{ status: number; json: any }> {
   const res = await fetch(`http://127.0.0.1:${c.ports.http}/api/v1${path}`, {
     method,

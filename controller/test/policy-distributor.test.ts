@@ -1,0 +1,212 @@
+/**
+ * Distribution over real gRPC streams: acks, typed failures, ack timeouts, re-sends on reconnect,
+ * late acks, and version numbers across controller restarts (Redis and embedded).
+ */
+import { Redis } from 'ioredis';
+import t from 'tap';
+import { eventually, ops, report, sleep, smallTopology, startController } from './helpers';
+import { allApplied, connectAgents, planFor, PolicyAgent } from './policy-helpers';
+
+const SITES = ['bj1', 'sh1', 'sh2'];
+const plan = planFor(smallTopology());
+
+/** bj1's agent reports 5 lost probes on bj1-sh1-a (down) or 5 answered ones (up). */
+function flap(agent: PolicyAgent, up: boolean): void {
+  agent.stream!.call.write(up ? report('bj1-sh1-a', 'sh1', 5, 20) : report('bj1-sh1-a', 'sh1', 0, 0, 5));
+}
+
+t.test('acks, failures, reconnects and late acks', async (t) => {
+  const c = await startController({ addressing: plan });
+  t.teardown(() => c.stop());
+  const agents = await connectAgents(c, SITES);
+  t.teardown(() => {
+    for (const a of agents.values()) a.close();
+  });
+  const bj1 = agents.get('bj1')!;
+  await eventually(() => allApplied(c, SITES), 10_000, 'first version applied');
+  const v1 = c.distributor.statusOf('bj1')!;
+  t.equal(v1.version, 1);
+  t.equal(bj1.applied.version, 1);
+
+  t.test('a refusing agent: failed with its code, its previous version stays in force', async (t) => {
+    bj1.mode = { kind: 'fail', code: 'AGENT_ERR_DRIVER', message: 'nft said no' };
+    flap(bj1, false);
+    const st = await eventually(
+      () => {
+        const s = c.distributor.statusOf('bj1')!;
+        return s.version > 1 && s.status === 'failed' ? s : undefined;
+      },
+      10_000,
+      'bj1 failed',
+    );
+    t.same(st.error, { code: 'AGENT_ERR_DRIVER', message: 'nft said no' });
+    t.equal(st.appliedVersion, 1, 'the agent says v1 is still in force');
+    t.equal(bj1.applied.version, 1);
+    await eventually(
+      () =>
+        c.distributor.statusOf('sh1')!.status === 'applied' &&
+        c.distributor.statusOf('sh1')!.version === st.version,
+    );
+    const view = c.distributor.status().find((s) => s.site === 'bj1')!;
+    t.equal(view.status, 'failed');
+  });
+
+  t.test('the agent reconnects: the current version is re-sent and applied', async (t) => {
+    const target = c.distributor.statusOf('bj1')!.version;
+    bj1.mode = { kind: 'ok' };
+    bj1.close();
+    await eventually(() => c.distributor.statusOf('bj1')!.connected === false);
+    await bj1.connect();
+    await bj1.waitPush((p) => p.version === target);
+    await eventually(() => c.distributor.statusOf('bj1')!.status === 'applied', 10_000, 'applied');
+    t.equal(bj1.applied.version, target);
+    t.equal(c.distributor.statusOf('bj1')!.error, null);
+  });
+
+  t.test('a hello with the current version and hash: applied, nothing pushed', async (t) => {
+    const n = bj1.pushes.length;
+    bj1.close();
+    await eventually(() => c.distributor.statusOf('bj1')!.connected === false);
+    await bj1.connect();
+    await eventually(() => c.distributor.statusOf('bj1')!.connected);
+    await sleep(200);
+    t.equal(bj1.pushes.length, n, 'no push');
+    t.equal(c.distributor.statusOf('bj1')!.status, 'applied');
+  });
+
+  t.test('late acks of older versions change nothing', async (t) => {
+    const before = c.distributor.statusOf('bj1')!;
+    const ignored = c.distributor.counters.ignoredAcks;
+    bj1.ack({ version: 1, hash: v1.hash, ok: true, appliedVersion: 1 });
+    bj1.ack({ version: 1, hash: v1.hash, ok: false, errorCode: 'AGENT_ERR_DRIVER', appliedVersion: 1 });
+    bj1.ack({ version: before.version, hash: before.hash, ok: false, errorCode: 'AGENT_ERR_DRIVER' });
+    await eventually(() => c.distributor.counters.ignoredAcks === ignored + 3, 5000, 'acks seen');
+    const after = c.distributor.statusOf('bj1')!;
+    t.equal(after.status, 'applied');
+    t.equal(after.version, before.version);
+    t.equal(after.appliedVersion, before.appliedVersion);
+    t.equal(after.error, null);
+  });
+});
+
+t.test(
+  'an agent that never acks: re-sent, then failed with CTRL_ERR_POLICY_ACK_TIMEOUT; a late ack still counts',
+  async (t) => {
+    const c = await startController({ addressing: plan, policy: { ackTimeoutMs: 150, maxAttempts: 2 } });
+    t.teardown(() => c.stop());
+    const agents = await connectAgents(c, SITES);
+    t.teardown(() => {
+      for (const a of agents.values()) a.close();
+    });
+    await eventually(() => allApplied(c, SITES), 10_000, 'first version applied');
+    const sh1 = agents.get('sh1')!;
+    sh1.mode = { kind: 'silent' };
+    flap(agents.get('bj1')!, false);
+    const st = await eventually(
+      () => {
+        const s = c.distributor.statusOf('sh1')!;
+        return s.version > 1 && s.status === 'failed' ? s : undefined;
+      },
+      10_000,
+      'sh1 failed',
+    );
+    t.equal(st.error?.code, 'CTRL_ERR_POLICY_ACK_TIMEOUT');
+    t.equal(st.attempts, 2);
+    t.equal(sh1.pushes.filter((p) => p.version === st.version).length, 2, 'pushed twice');
+    sh1.ack({ version: st.version, hash: st.hash, ok: true, appliedVersion: st.version });
+    await eventually(
+      () => c.distributor.statusOf('sh1')!.status === 'applied',
+      5000,
+      'late ack of the current version',
+    );
+  },
+);
+
+t.test('with Redis: versions survive a controller restart and are never reused', async (t) => {
+  const redis = await ops.startRedis();
+  t.teardown(() => redis.dispose());
+  const reader = new Redis(redis.url);
+  t.teardown(() => reader.disconnect());
+
+  const a = await startController({ addressing: plan, redisUrl: redis.url });
+  t.teardown(() => a.stop());
+  let agents = await connectAgents(a, SITES);
+  await eventually(() => allApplied(a, SITES), 10_000, 'v1 applied');
+  flap(agents.get('bj1')!, false);
+  await eventually(() => a.policies.versions().length === 2 && allApplied(a, SITES), 10_000, 'v2 applied');
+  const held = new Map([...agents].map(([s, ag]) => [s, { ...ag.applied }]));
+  for (const ag of agents.values()) ag.close();
+  await a.stop();
+
+  t.same(
+    (await reader.zrange('meridian:policy:versions', '0', '-1')).map(
+      (m) => (JSON.parse(m) as { version: number }).version,
+    ),
+    [1, 2],
+  );
+  t.equal(await reader.get('meridian:policy:seq'), '2');
+  const cur = await reader.hgetall('meridian:policy:current');
+  t.same(JSON.parse(cur.bj1!), { version: 2, hash: held.get('bj1')!.hash });
+  const stored = JSON.parse((await reader.get('meridian:policy:bj1:1'))!) as {
+    version: number;
+    site: string;
+  };
+  t.equal(stored.version, 1);
+  t.equal(stored.site, 'bj1');
+
+  // A new controller on the same Redis: link state is back to nominal, so bj1's content is v1's again
+  // but it is issued as a NEW number above 2.
+  const b = await startController({ addressing: plan, redisUrl: redis.url });
+  t.teardown(() => b.stop());
+  t.same(
+    b.policies
+      .versions()
+      .map((m) => m.version)
+      .slice(0, 2),
+    [1, 2],
+    'earlier versions loaded',
+  );
+  const v3 = b.policies.versions().at(-1)!;
+  t.equal(v3.version, 3, 'the counter went on');
+  const bj1v3 = await b.policies.get('bj1', 3);
+  const bj1v1 = await b.policies.get('bj1', 1);
+  t.equal(bj1v3?.hash, bj1v1?.hash, 'same content as v1, new number');
+  agents = new Map();
+  for (const s of SITES) {
+    const ag = new PolicyAgent(s, b.ports.grpc);
+    ag.applied = held.get(s)!;
+    await ag.connect();
+    agents.set(s, ag);
+  }
+  t.teardown(() => {
+    for (const ag of agents.values()) ag.close();
+  });
+  await eventually(() => allApplied(b, SITES), 10_000, 'applied after restart');
+  t.equal(agents.get('bj1')!.applied.version, 3);
+});
+
+t.test('embedded: a restarted controller re-issues above the versions its agents hold', async (t) => {
+  const a = await startController({ addressing: plan });
+  t.teardown(() => a.stop());
+  const agents = await connectAgents(a, SITES);
+  await eventually(() => allApplied(a, SITES), 10_000, 'v1');
+  flap(agents.get('bj1')!, false);
+  await eventually(() => a.policies.versions().length === 2 && allApplied(a, SITES), 10_000, 'v2');
+  const bj1 = agents.get('bj1')!;
+  for (const ag of agents.values()) ag.close();
+  await a.stop();
+  const b = await startController({ addressing: plan });
+  t.teardown(() => b.stop());
+  t.equal(b.policies.versions().at(-1)!.version, 1, 'a fresh counter');
+  const again = new PolicyAgent('bj1', b.ports.grpc);
+  again.applied = { ...bj1.applied };
+  t.equal(again.applied.version, 2);
+  await again.connect();
+  t.teardown(() => again.close());
+  const push = await again.waitPush((p) => p.version > 2);
+  t.equal(push.version, 3);
+  await eventually(
+    () => b.distributor.statusOf('bj1')!.status === 'applied' && b.distributor.statusOf('bj1')!.version === 3,
+  );
+  t.equal(b.policies.versions().at(-1)!.reason, 'reissue');
+});
