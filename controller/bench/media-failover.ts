@@ -13,7 +13,10 @@
  * Baseline (same run): the largest inter-packet gap at the sinks over an equal window before the
  * kill, with no failure: what the sender/loopback/event loop alone produce.
  *
- * Usage: node controller/dist/bench/media-failover.js [--sessions S] [--workers N]
+ * With --standby, every session keeps a warm standby egress on the spare (steering `warmStandby`):
+ * the egress failure then costs one activation order per session.
+ *
+ * Usage: node controller/dist/bench/media-failover.js [--sessions S] [--workers N] [--standby]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as os from 'node:os';
@@ -58,7 +61,11 @@ async function waitUntil(what: string, pred: () => boolean, timeoutMs = 30000): 
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { sessions: { type: 'string', default: '50' }, workers: { type: 'string', default: '1' } },
+    options: {
+      sessions: { type: 'string', default: '50' },
+      workers: { type: 'string', default: '1' },
+      standby: { type: 'boolean', default: false },
+    },
   });
   const S = Number(values.sessions);
   const workers = values.workers ?? '1';
@@ -71,7 +78,7 @@ async function main(): Promise<void> {
     healthIntervalMs: 250,
     sessionsToDrop: (n, a) => steering.sessionsToDrop(n, a),
   });
-  const steering: MediaSteering = new MediaSteering({ gateway, log });
+  const steering: MediaSteering = new MediaSteering({ gateway, log, warmStandby: values.standby === true });
   const resteers: Array<{ ms: number; ok: boolean }> = [];
   steering.on('resteered', (r) => resteers.push(r));
   gateway.on('nodedown', () => detectedAt.push(Date.now()));
@@ -147,6 +154,13 @@ async function main(): Promise<void> {
       'spare node',
       () => gateway.node('sh-b')?.connected === true && gateway.node('sh-b')?.load !== undefined,
     );
+    if (values.standby === true) {
+      await waitUntil(
+        'a warm standby for every session',
+        () => ids.every((id) => steering.get(id)?.standby === 'sh-b'),
+        60000,
+      );
+    }
     await sleep(2000);
     const baselineFrom = Date.now() - 2000;
     const sentAtKill = senders.map((x) => x.sent);
@@ -179,6 +193,7 @@ async function main(): Promise<void> {
       machine: `${os.cpus().length} vCPU ${os.cpus()[0]?.model ?? ''}, Node ${process.version}`,
       sessions: S,
       workersPerNode: Number(workers),
+      warmStandby: values.standby === true,
       steeringMsPerSession: {
         p50: +pct(steerMs, 50).toFixed(1),
         p99: +pct(steerMs, 99).toFixed(1),

@@ -83,7 +83,7 @@ export interface MediaSessionStateMsg {
   ingress?: { local: MediaTuple; codec: string; payloadType: number; ssrc: number } | null;
   pipeIns: Array<{ peer: string; local: MediaTuple; remote?: MediaTuple | null; connected: boolean }>;
   pipeOuts: Array<{ peer: string; local: MediaTuple; remote?: MediaTuple | null; connected: boolean }>;
-  egress?: { local: MediaTuple; sink: MediaTuple; consuming: boolean } | null;
+  egress?: { local: MediaTuple; sink: MediaTuple; consuming: boolean; standby?: boolean } | null;
 }
 
 export interface MediaNodeEventMsg {
@@ -111,7 +111,7 @@ export type MediaOrderAction =
   | { createPipeIn: { peer: string } }
   | { createPipeOut: { peer: string; remote: MediaTuple } }
   | { connectPipeIn: { peer: string; remote: MediaTuple; kind: string; rtpParametersJson: string } }
-  | { createEgress: { sink: MediaTuple } }
+  | { createEgress: { sink: MediaTuple; standby?: boolean } }
   | { tearDown: Record<string, never> }
   | { closePipeOut: { peer: string } };
 

@@ -81,6 +81,8 @@ export interface MediaSessionView {
   legs: MediaLegView[];
   /** E-model estimate from the receiving legs' loss and jitter and the path delay. */
   quality: QualityEstimate;
+  /** Node holding the warm standby egress (only with `warmStandby`). */
+  standby?: string;
   lastError?: string;
 }
 
@@ -132,6 +134,12 @@ export interface MediaSteeringOptions {
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
   drainGraceMs?: number;
   /**
+   * Keep a warm standby egress for every session: a second node at the egress site already piped
+   * and consuming, paused; an egress failure then costs one activation order. Doubles the pipe
+   * traffic into the egress site. Default false.
+   */
+  warmStandby?: boolean;
+  /**
    * After a controller restart, nodes announce the sessions they still carry; complete chains are
    * adopted, fragments still incomplete after this long are torn down. Default 5000 ms.
    */
@@ -149,6 +157,8 @@ interface SessionRecord {
   request: MediaSessionRequest;
   /** Node ids from ingress to egress (one node when both ends share it); a node appears once. */
   path: string[];
+  /** Node holding the warm standby egress (piped from the node before the egress), if any. */
+  standby?: string;
   ingress: MediaTuple;
   status: 'active' | 'rerouting' | 'failed';
   moves: number;
@@ -173,6 +183,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #relaySites: (a: string, b: string) => string[];
   readonly #adoptGraceMs: number;
   readonly #reachable: (a: string, b: string) => boolean;
+  readonly #warmStandby: boolean;
   /** Fragments of sessions announced by nodes that this controller does not know (yet). */
   readonly #orphans = new Map<
     string,
@@ -192,10 +203,14 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#relaySites = options.relaySites ?? (() => []);
     this.#adoptGraceMs = options.adoptGraceMs ?? 5000;
     this.#reachable = options.reachable ?? (() => true);
+    this.#warmStandby = options.warmStandby ?? false;
     this.#gw.on('nodedown', (node, why) => this.#onNodeDown(node, why));
     this.#gw.on('nodeup', (node) => {
       this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } });
       for (const st of node.announced) if (!this.#sessions.has(st.sessionId)) this.#collect(node.id, st);
+      // A node joining may be the spare that sessions without a standby were missing.
+      if (this.#warmStandby)
+        for (const s of this.#sessions.values()) if (s.standby === undefined) this.#scheduleStandby(s);
     });
     this.#gw.on('nodeevent', (node, ev) => {
       if (ev.sessionLost) this.#onSessionLost(node.id, ev.sessionLost.sessionId);
@@ -220,7 +235,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   sessionsToDrop(nodeId: string, announced: string[]): string[] {
     return announced.filter((id) => {
       const s = this.#sessions.get(id);
-      return s !== undefined && !s.path.includes(nodeId);
+      return s !== undefined && !s.path.includes(nodeId) && s.standby !== nodeId;
     });
   }
 
@@ -373,6 +388,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
         }
         this.#sessions.set(id, rec);
         this.#log.info({ session: id, path }, 'media session created');
+        this.#scheduleStandby(rec);
         return { ok: true, value: this.#view(rec) };
       }
       return { ok: false, error: lastError as SteeringError };
@@ -393,7 +409,8 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const s = this.#sessions.get(id);
     if (s === undefined) return false;
     this.#sessions.delete(id);
-    await this.#serial(id, () => Promise.all(s.path.map((n) => this.#gw.order(n, id, { tearDown: {} }))));
+    const nodes = s.standby === undefined ? s.path : [...s.path, s.standby];
+    await this.#serial(id, () => Promise.all(nodes.map((n) => this.#gw.order(n, id, { tearDown: {} }))));
     return true;
   }
 
@@ -419,7 +436,9 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
         error: { status: 404, code: 'CTRL_ERR_NOT_FOUND', message: `no media node ${nodeId}` },
       };
     node.draining = true;
-    const affected = [...this.#sessions.values()].filter((s) => s.path.includes(nodeId));
+    const affected = [...this.#sessions.values()].filter(
+      (s) => s.path.includes(nodeId) || s.standby === nodeId,
+    );
     const moved = await Promise.all(
       affected.map((s) =>
         this.#serial(s.id, () => this.#drainSession(s, nodeId)).catch((err: unknown) => {
@@ -577,12 +596,20 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     for (const s of this.#sessions.values()) {
       if (s.path.includes(node.id)) {
         void this.#serial(s.id, () => this.#resteer(s, node.id, `node ${node.id} down`, detectedAt, true));
+      } else if (s.standby === node.id) {
+        s.standby = undefined;
+        this.#scheduleStandby(s);
       }
     }
   }
 
   #onSessionLost(nodeId: string, sessionId: string): void {
     const s = this.#sessions.get(sessionId);
+    if (s !== undefined && s.standby === nodeId) {
+      s.standby = undefined;
+      this.#scheduleStandby(s);
+      return;
+    }
     if (s === undefined || !s.path.includes(nodeId)) return;
     const detectedAt = Date.now();
     // The node is alive (its worker restarted): it may carry the session again.
@@ -618,19 +645,33 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     s.status = 'rerouting';
     let ok = true;
     try {
-      // A restarted worker may take the session back only as the last node: a downstream node
-      // still holds a pipe-in keyed by this node's id and connected to its old address.
-      const excludeOld = nodeDown || k < s.path.length - 1;
-      const node = this.#replacement(s, k, excludeOld);
-      if (node === undefined) throw new Error(`no media node available to replace ${failed}`);
-      const ingress = await this.#replace(s, k, node.id);
-      if (ingress !== undefined) {
-        s.ingress = ingress;
-        this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
+      const last = s.path.length - 1;
+      const standby = s.standby;
+      if (k === last && k > 0 && standby !== undefined && this.#gw.node(standby)?.connected === true) {
+        // The warm standby is already piped from the node before the egress: activate it.
+        s.standby = undefined;
+        await this.#step(standby, s.id, { createEgress: { sink: s.request.sink } });
+        s.path[k] = standby;
+        const prev = s.path[k - 1] as string;
+        void this.#gw.order(prev, s.id, { closePipeOut: { peer: failed } });
+        if (!nodeDown) void this.#gw.order(failed, s.id, { tearDown: {} });
+      } else {
+        this.#dropStandby(s);
+        // A restarted worker may take the session back only as the last node: a downstream node
+        // still holds a pipe-in keyed by this node's id and connected to its old address.
+        const excludeOld = nodeDown || k < last;
+        const node = this.#replacement(s, k, excludeOld);
+        if (node === undefined) throw new Error(`no media node available to replace ${failed}`);
+        const ingress = await this.#replace(s, k, node.id);
+        if (ingress !== undefined) {
+          s.ingress = ingress;
+          this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
+        }
       }
       s.status = 'active';
       s.moves += 1;
       delete s.lastError;
+      this.#scheduleStandby(s);
       this.#publish({ type: 'media.session.rerouted', data: { id: s.id, nodes: [...s.path], reason } });
     } catch (err) {
       ok = false;
@@ -653,8 +694,14 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   }
 
   async #drainSession(s: SessionRecord, nodeId: string): Promise<boolean> {
+    if (s.standby === nodeId) {
+      this.#dropStandby(s);
+      this.#scheduleStandby(s);
+      return true;
+    }
     const k = s.path.indexOf(nodeId);
     if (this.#sessions.get(s.id) !== s || k < 0) return false;
+    this.#dropStandby(s);
     if (k > 0) {
       // Egress or relay: build the replacement next to the old node, switch, then drop the old one
       // (the sink hears both for a moment rather than nothing).
@@ -690,6 +737,44 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     }
     s.moves += 1;
     return true;
+  }
+
+  /** Builds the warm standby egress of `s` later (after the current order of the session). */
+  #scheduleStandby(s: SessionRecord): void {
+    if (!this.#warmStandby || this.#closed) return;
+    void this.#serial(s.id, () => this.#buildStandby(s));
+  }
+
+  async #buildStandby(s: SessionRecord): Promise<void> {
+    if (this.#sessions.get(s.id) !== s || s.standby !== undefined || s.path.length < 1) return;
+    // Piped from the node before the egress (or from the only node of a one-node path).
+    const from = s.path[Math.max(0, s.path.length - 2)] as string;
+    const node = this.#pick(s.request.egressSite, s.path, this.#gw.node(from));
+    if (node === undefined) return;
+    try {
+      await this.#pipe(s.id, from, node.id);
+      await this.#step(node.id, s.id, { createEgress: { sink: s.request.sink, standby: true } });
+      if (this.#sessions.get(s.id) !== s) {
+        this.#teardown(s.id, [node.id]);
+        return;
+      }
+      s.standby = node.id;
+    } catch (err) {
+      this.#log.warn(
+        { session: s.id, node: node.id, err: err instanceof Error ? err.message : String(err) },
+        'standby not built',
+      );
+      this.#teardown(s.id, [node.id]);
+      void this.#gw.order(from, s.id, { closePipeOut: { peer: node.id } });
+    }
+  }
+
+  #dropStandby(s: SessionRecord): void {
+    const sb = s.standby;
+    if (sb === undefined) return;
+    s.standby = undefined;
+    void this.#gw.order(sb, s.id, { tearDown: {} });
+    for (const n of s.path) void this.#gw.order(n, s.id, { closePipeOut: { peer: sb } });
   }
 
   async #retireWhenFlowing(s: SessionRecord, newIn: string, old: string[]): Promise<void> {
@@ -768,6 +853,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       quality: this.#quality(s, legs),
     };
     if (s.lastError !== undefined) view.lastError = s.lastError;
+    if (s.standby !== undefined) view.standby = s.standby;
     return view;
   }
 

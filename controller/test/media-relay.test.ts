@@ -185,4 +185,50 @@ if (skip !== undefined) {
     t.equal(after?.status, 'active');
     sender.stop();
   });
+
+  t.test('warm standby: an egress failure costs one activation order', async (t) => {
+    const warm = new MediaSteering({ gateway, log, warmStandby: true });
+    t.teardown(() => warm.close());
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 999, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+    });
+    const r = await warm.create({
+      ingressSite: 'bj1',
+      egressSite: 'sh1',
+      codec: 'opus',
+      payloadType: 111,
+      ssrc: 999,
+      sink: sinkTuple,
+    });
+    if (!r.ok) throw new Error(r.error.message);
+    t.same(r.value.sites, ['bj1', 'sh1']);
+    sender.start(r.value.ingress);
+    await sink.waitFor(10);
+    await waitUntil('standby built', () => warm.get(r.value.id)?.standby !== undefined);
+    const standby = warm.get(r.value.id)?.standby as string;
+    const egress = r.value.nodes[1] as string;
+    t.not(standby, egress);
+    t.equal(gateway.node(standby)?.site, 'sh1', 'the standby is at the egress site');
+    await new Promise((res) => setTimeout(res, 300));
+    t.equal(new Set(sink.packets.map((p) => p.ssrc)).size, 1, 'the standby sends nothing to the sink');
+
+    const killedAt = Date.now();
+    procs.get(egress)?.kill('SIGKILL');
+    await waitUntil('RTP after the egress death', () => sink.packets.some((p) => p.at > killedAt + 100));
+    t.equal(warm.get(r.value.id)?.nodes[1], standby, 'the standby became the egress');
+    let gap = 0;
+    let prev = killedAt - 40;
+    for (const p of sink.packets) {
+      if (p.at < prev) continue;
+      gap = Math.max(gap, p.at - prev);
+      prev = p.at;
+    }
+    console.log(`# warm standby egress death: largest gap at the sink ${gap} ms`);
+    sender.stop();
+  });
 }
