@@ -175,7 +175,14 @@ export function writeMediaHistory(
 /** Wires media steering into a controller (before `start()`). */
 export function attachMediaSteering(
   controller: Controller,
-  opts: { agentToken: string; log?: Logger; orderTimeoutMs?: number; adoptGraceMs?: number },
+  opts: {
+    agentToken: string;
+    log?: Logger;
+    orderTimeoutMs?: number;
+    adoptGraceMs?: number;
+    /** Keep a warm standby egress per session (see MediaSteeringOptions.warmStandby). */
+    warmStandby?: boolean;
+  },
 ): MediaSteeringService {
   const log = opts.log ?? controller.log;
   // The gateway asks steering which announced sessions to drop; steering needs the gateway first.
@@ -192,6 +199,7 @@ export function attachMediaSteering(
     log,
     distance: routes.latency,
     ...(opts.adoptGraceMs === undefined ? {} : { adoptGraceMs: opts.adoptGraceMs }),
+    ...(opts.warmStandby === undefined ? {} : { warmStandby: opts.warmStandby }),
     // Relays at the intermediate sites of the shortest-latency path (where a node sits there).
     relaySites: (from, to) => routes.path(from, to).slice(1, -1),
     reachable: (from, to) => reachable(controller, from, to),
