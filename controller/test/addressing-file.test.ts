@@ -11,7 +11,7 @@ import { planFor } from './policy-helpers';
 
 const BIN = path.resolve(__dirname, '..', '..', 'bin', 'meridian.js');
 
-t.test('plans are checked against the schema and the topology', async (t) => {
+t.test('plans are checked against the schema and the topology', (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mrd-plan-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const topo = smallTopology();
@@ -58,4 +58,5 @@ t.test('plans are checked against the schema and the topology', async (t) => {
     t.match(res.stderr, /--addressing .*no entry for site/);
     t.notMatch(res.stderr, /\n\s+at /, 'no stack');
   });
+  t.end();
 });
