@@ -83,6 +83,15 @@ export class RerouteDecider {
     this.#routes = next;
   }
 
+  /** The route was put back on its primary (operator, controller, or revert): fresh health. */
+  restored(slot: number): void {
+    const r = this.#routes.get(slot);
+    if (r === undefined) return;
+    r.active = 'primary';
+    Object.assign(r.primary, fresh());
+    Object.assign(r.backup, fresh());
+  }
+
   /** Which path a route uses according to the decider. */
   active(slot: number): PathRole | null {
     return this.#routes.get(slot)?.active ?? null;

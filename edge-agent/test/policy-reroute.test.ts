@@ -94,3 +94,16 @@ t.test('a new policy keeps unchanged routes, resets changed ones', (t) => {
   t.equal(d.active(8), 'backup', 'a changed route starts from what the driver reports active');
   t.end();
 });
+
+t.test('restored() puts a route back on its primary with fresh health', (t) => {
+  const d = new RerouteDecider({ downAfterMisses: 2 });
+  d.setPolicy(policy);
+  d.observe(8, 'primary', false);
+  t.match(d.observe(8, 'primary', false), { action: 'activate-backup' });
+  d.restored(8);
+  t.equal(d.active(8), 'primary');
+  t.equal(d.observe(8, 'primary', false), null, 'misses count from zero again');
+  t.match(d.observe(8, 'primary', false), { action: 'activate-backup' });
+  d.restored(99);
+  t.end();
+});
