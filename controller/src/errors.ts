@@ -47,6 +47,8 @@ const CATALOG = {
   CTRL_ERR_POLICY_NO_PLAN: { http: 409, grpc: GrpcStatus.FAILED_PRECONDITION },
   /** The policy store (Redis) refused or failed a write; the version was not issued. */
   CTRL_ERR_POLICY_STORE: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
+  /** The topology has more routes than `routeLoop.maxRoutes`: the route loop is off. */
+  CTRL_ERR_ROUTES_DISABLED: { http: 503, grpc: GrpcStatus.UNAVAILABLE },
   /** A bug: an invariant broke. Logged with its stack. */
   CTRL_ERR_INTERNAL: { http: 500, grpc: GrpcStatus.INTERNAL },
 } as const satisfies Record<string, { http: number; grpc: GrpcStatus }>;

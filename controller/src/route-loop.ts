@@ -47,6 +47,12 @@ export interface RouteLoopSettings {
   readonly cycleHistory?: number;
   /** Delay before retrying a failed compile or store write (default 1000 ms). */
   readonly retryMs?: number;
+  /**
+   * Above this many routes (classes x ordered site pairs) the loop stays off and says so (default
+   * 200,000: the full route set of ~300 sites with 2 classes; synthetic 1,000-site telemetry benches
+   * would otherwise spend their memory and CPU on a million routes).
+   */
+  readonly maxRoutes?: number;
 }
 
 export interface RouteLoopOptions extends RouteLoopSettings {
@@ -120,7 +126,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
   readonly #store: PolicyStore;
   readonly #distributor: PolicyDistributor;
   readonly #plan: AddressingPlan | undefined;
-  readonly #engine: RouteEngine;
+  readonly #engine: RouteEngine | undefined;
   readonly #coalesceMs: number;
   readonly #historySize: number;
   readonly #retryMs: number;
@@ -149,6 +155,17 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     this.#coalesceMs = opts.coalesceMs ?? 5;
     this.#historySize = opts.cycleHistory ?? 100;
     this.#retryMs = opts.retryMs ?? 1000;
+    const count =
+      opts.topology.classes.length * opts.topology.sites.length * (opts.topology.sites.length - 1);
+    const max = opts.maxRoutes ?? 200_000;
+    if (count > max) {
+      this.#engine = undefined;
+      this.#log.warn(
+        { routes: count, maxRoutes: max, code: 'CTRL_ERR_ROUTES_DISABLED' },
+        'route loop off: the topology has more routes than routeLoop.maxRoutes',
+      );
+      return;
+    }
     const links: Record<string, LinkState> = {};
     for (const s of opts.initial ?? []) {
       const st = linkStateOf(s);
@@ -163,17 +180,22 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
 
   /** The routes in force (with hysteresis), in `computeRoutes` order. */
   get routes(): Route[] {
-    return this.#engine.routes;
+    return this.#engine?.routes ?? [];
+  }
+
+  /** False when the topology has more routes than `maxRoutes` (no routes, no policies). */
+  get enabled(): boolean {
+    return this.#engine !== undefined;
   }
 
   /** The measured link state the routes were computed for (`meridian routes --state` form). */
   get state(): NetworkState {
-    return this.#engine.state;
+    return this.#engine?.state ?? { links: {} };
   }
 
   /** True when an addressing plan is configured (policies are compiled and distributed). */
   get distributing(): boolean {
-    return this.#plan !== undefined;
+    return this.#plan !== undefined && this.#engine !== undefined;
   }
 
   /** Recent cycles, oldest first. */
@@ -183,6 +205,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
 
   /** Compiles and distributes the initial policies (when a plan is configured). */
   async start(): Promise<void> {
+    if (this.#engine === undefined) return;
     if (this.#plan === undefined) {
       this.#log.info('no addressing plan: routes are computed, no policy is compiled or distributed');
       return;
@@ -192,7 +215,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
 
   /** Feeds one estimator change (the controller wires `link-change` here). */
   linkChange(c: LinkChange): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#engine === undefined) return;
     if (this.#pending.size === 0 && this.#timer === undefined) {
       this.#detectStart = performance.now();
       this.#detectWall = Date.now();
@@ -215,7 +238,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
    */
   rollback(version: number, actor = 'api'): Promise<RollbackResult> {
     return this.#enqueue(async () => {
-      if (this.#plan === undefined) {
+      if (this.#plan === undefined || this.#engine === undefined) {
         throw new ControllerError(
           'CTRL_ERR_POLICY_NO_PLAN',
           'policies are not distributed: the controller has no addressing plan (--addressing FILE)',
@@ -280,13 +303,14 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     detectWall: number,
     forceCompile: boolean,
   ): Promise<void> {
-    if (this.#closed) return;
+    const engine = this.#engine;
+    if (this.#closed || engine === undefined) return;
     this.counters.cycles++;
     const t0 = performance.now();
     const record = this.#newRecord(trigger, [...changes.keys()], detectWall);
     record.timings.detectMs = round(t0 - detectStart);
     const update: Record<string, LinkState | null> = Object.fromEntries(changes);
-    const res = this.#engine.update(update);
+    const res = engine.update(update);
     const t1 = performance.now();
     record.routeChanges = res.changes.length;
     this.counters.routeChanges += res.changes.length;
@@ -309,7 +333,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     }
     let compiled: Map<string, CompiledSitePolicy>;
     try {
-      compiled = compilePolicies(this.#topology, this.#engine.routes, this.#plan);
+      compiled = compilePolicies(this.#topology, engine.routes, this.#plan);
     } catch (err) {
       this.#failed(record, 'CTRL_ERR_POLICY_COMPILE', (err as Error).message);
       return;

@@ -33,6 +33,12 @@ export function routesApi(topology: Topology, loop: RouteLoop): FastifyPluginAsy
   // eslint-disable-next-line @typescript-eslint/require-await
   return async (app) => {
     app.get<{ Querystring: RoutesQuery }>('/routes', { schema: { querystring: RoutesQuery } }, (req) => {
+      if (!loop.enabled) {
+        throw new ControllerError(
+          'CTRL_ERR_ROUTES_DISABLED',
+          'the route loop is off: the topology has more routes than routeLoop.maxRoutes',
+        );
+      }
       const q = req.query;
       known('class', 'class', q.class, classIds);
       known('from', 'site', q.from, siteIds);

@@ -220,3 +220,14 @@ t.test('policies: list, rollback as a new version, audit', async (t) => {
     t.equal(c.policies.versions().length, 3, 'no version issued by a bad request');
   });
 });
+
+t.test('a topology over routeLoop.maxRoutes: the loop is off and says so', async (t) => {
+  const c = await startController({ addressing: plan, routeLoop: { maxRoutes: 5 } });
+  t.teardown(() => c.stop());
+  t.equal(c.routeLoop.enabled, false);
+  t.same(c.routes, []);
+  const r = await api(c, 'GET', '/routes');
+  t.equal(r.status, 503);
+  t.equal(r.json.error.code, 'CTRL_ERR_ROUTES_DISABLED');
+  t.equal((await api(c, 'GET', '/policies')).json.distributing, false);
+});
