@@ -196,7 +196,45 @@ export class RouteContext {
     let best: { r: LabelResult; links: number[] } | null = null;
     for (let i = 0; i < forbid.length; i++) {
       const e = forbid[i]!;
-      const r = labelSearch(g, { ...q, src: at, blocked, firstLinkNot: e, init });
+      // Bounds over what this deviation may use (no passed site, not the primary's link here): the
+      // shared trees route through those and are too weak to prove quickly that nothing fits.
+      const reduced = q.allowed.slice();
+      reduced[e] = 0;
+      for (let k = g.adjStart[at]!; k < g.adjStart[at + 1]!; k++) {
+        const v = g.adjNbr[k]!;
+        if (blocked[v] === 1) reduced[g.adjLink[k]!] = 0;
+      }
+      for (let x = 0; x < g.n; x++) {
+        if (blocked[x] === 0) continue;
+        for (let k = g.adjStart[x]!; k < g.adjStart[x + 1]!; k++) reduced[g.adjLink[k]!] = 0;
+      }
+      const lat = shortestTree(g, q.dst, reduced, this.weights('lat')).d1;
+      const jit = shortestTree(g, q.dst, reduced, this.weights('jit')).d1;
+      const loss = shortestTree(g, q.dst, reduced, this.weights('loss')).d1;
+      const hopeless =
+        lat[at] === Infinity ||
+        (q.mode === 'feasible' &&
+          (init.lat + lat[at]! > toUnits(q.sla.maxLatencyMs) ||
+            init.jit + jit[at]! > toUnits(q.sla.maxJitterMs) ||
+            !lossWithin(100 * -Math.expm1(-(init.lossLog + loss[at]!)) * (1 - 1e-12), q.sla.maxLossPct)));
+      const r = hopeless
+        ? null
+        : labelSearch(g, {
+            ...q,
+            allowed: reduced,
+            bound: shortestTree(g, q.dst, reduced, q.weights),
+            slaBounds: { lat, jit, loss },
+            ...(q.penalty === undefined
+              ? {}
+              : {
+                  penaltyBound: shortestTree(g, q.dst, reduced, { w1: q.penalty, w2: g.zeros, w3: g.zeros })
+                    .d1,
+                }),
+            src: at,
+            blocked,
+            firstLinkNot: e,
+            init,
+          });
       if (r !== null) {
         const links = [...forbid.slice(0, i), ...r.links];
         if (best === null || this.#compareFull(q.src, r, links, best.r, best.links) < 0) best = { r, links };
@@ -380,7 +418,14 @@ export class RouteContext {
         dst,
         allowed: without,
         weights: w,
-        ...this.#searchBounds(set, cls.objective, dst),
+        // Bounds over the graph without the primary's links: the set's trees route through them,
+        // too weak to prove quickly that no feasible disjoint path exists.
+        bound: shortestTree(g, dst, without, w),
+        slaBounds: {
+          lat: shortestTree(g, dst, without, this.weights('lat')).d1,
+          jit: shortestTree(g, dst, without, this.weights('jit')).d1,
+          loss: shortestTree(g, dst, without, this.weights('loss')).d1,
+        },
         sla: cls.sla,
         mode: 'feasible',
       });
