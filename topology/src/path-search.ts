@@ -10,13 +10,12 @@
  * - {@link aStar}: no constraint but some links removed (backup candidates). A* guided by the tree of
  *   the full graph (a consistent heuristic), settling sites by (f, g) so that every equal-cost
  *   predecessor is settled first, and keeping the lexicographically smaller prefix on ties.
- * - {@link branchAndBound}: SLA constraints, shared-link penalties, best-effort violations. Depth-first
- *   over simple paths, children in lower-bound order, pruned by SLA lower bounds (trees of latency,
- *   jitter and −ln(1−loss)) and by the objective lower bound against the incumbent. Exact: a branch
- *   is cut only when no completion can be feasible or rank before the incumbent.
+ * - {@link labelSearch}: SLA constraints, shared-link penalties, best-effort violations. Best-first
+ *   label setting with Pareto dominance, pruned by lower bounds (trees of latency, jitter and
+ *   −ln(1−loss), and of the objective) against the best complete path found.
  */
 import { LOSS_EPSILON_PCT, METRIC_SCALE, lossWithin, per, violationUnits } from './path-metrics';
-import { SiteHeap, treeNext, type RouteGraph, type Tree, type Weights } from './route-graph';
+import { treeNext, type RouteGraph, type Tree, type Weights } from './route-graph';
 import type { Sla } from './types';
 
 /** Best path from `src` to the root of `tree`, whose tree was built over exactly `allowed`. */
@@ -359,7 +358,7 @@ export interface SlaBounds {
   readonly loss: Float64Array;
 }
 
-/** A constrained or best-effort search (see {@link branchAndBound}). */
+/** A constrained or best-effort search (see {@link labelSearch}). */
 export interface BoundedQuery {
   readonly src: number;
   readonly dst: number;
@@ -379,190 +378,6 @@ export interface BoundedQuery {
   readonly penalty?: Float64Array;
   /** With `penalty`: the fewest penalised links from each site to `dst` (same graph as `bound`). */
   readonly penaltyBound?: Float64Array;
-  /** A path (link indices) that is not a candidate (the primary, when looking for its backup). */
-  readonly forbid?: readonly number[];
-}
-
-interface Child {
-  e: number;
-  v: number;
-  pen: number;
-  viol: number;
-  k1: number;
-  k2: number;
-  k3: number;
-}
-
-/** Exact best path under SLA limits, penalties and/or violations; `null` when there is none. */
-export function branchAndBound(g: RouteGraph, q: BoundedQuery): number[] | null {
-  const { src, dst, allowed, sla, mode, penalty, forbid } = q;
-  const penaltyBound = q.penaltyBound ?? g.zeros;
-  const { w1, w2, w3 } = q.weights;
-  const { d1, d2, d3 } = q.bound;
-  const hLat = q.slaBounds.lat;
-  const hJit = q.slaBounds.jit;
-  const hLoss = q.slaBounds.loss;
-  const utilEx = q.utilExcess ?? g.zeros;
-  const feasibleOnly = mode === 'feasible';
-  const maxLat = Math.round(sla.maxLatencyMs * METRIC_SCALE);
-  const maxJit = Math.round(sla.maxJitterMs * METRIC_SCALE);
-  const lossCap = (sla.maxLossPct + LOSS_EPSILON_PCT) / 100;
-  const maxLossLog = lossCap >= 1 ? Infinity : -Math.log1p(-lossCap) * (1 + 1e-9) + 1e-12;
-  const perLat = per(sla.maxLatencyMs);
-  const perJit = per(sla.maxJitterMs);
-  const perLoss = per(sla.maxLossPct);
-  const violation = (lat: number, jit: number, lossPct: number, ex: number): number =>
-    Math.max(0, lat - maxLat) / METRIC_SCALE / perLat +
-    Math.max(0, jit - maxJit) / METRIC_SCALE / perJit +
-    (lossWithin(lossPct, sla.maxLossPct) ? 0 : lossPct - sla.maxLossPct) / perLoss +
-    ex;
-
-  const sites = new Int32Array(g.n + 1);
-  const links = new Int32Array(g.n);
-  const visited = new Uint8Array(g.n);
-  let has = false;
-  let iPen = 0;
-  let iViol = 0;
-  let i1 = 0;
-  let i2 = 0;
-  let i3 = 0;
-  let iHops = 0;
-  const iSites = new Int32Array(g.n + 1);
-  const iLinks = new Int32Array(g.n);
-
-  /** Sign of (lower bound of a child) − incumbent, the prefix deciding when the keys are equal. */
-  const versusIncumbent = (c: Child, depth: number): number => {
-    if (!has) return -1;
-    if (c.pen !== iPen) return c.pen - iPen;
-    if (c.viol !== iViol) return c.viol - iViol;
-    const k = lex3(c.k1, c.k2, c.k3, i1, i2, i3);
-    if (k !== 0) return k;
-    // Same key: any completion has the incumbent's length, so a later site prefix cannot win.
-    for (let i = 1; i <= depth; i++) {
-      const d = g.siteRank[sites[i]!]! - g.siteRank[iSites[i]!]!;
-      if (d !== 0) return d;
-    }
-    if (depth + 1 <= iHops) {
-      const d = g.siteRank[c.v]! - g.siteRank[iSites[depth + 1]!]!;
-      if (d !== 0) return d;
-    }
-    return 0;
-  };
-
-  const arrive = (
-    depth: number,
-    pen: number,
-    o1: number,
-    o2: number,
-    o3: number,
-    lat: number,
-    jit: number,
-    keep: number,
-    ex: number,
-  ): void => {
-    const lossPct = 100 * (1 - keep);
-    if (feasibleOnly && (lat > maxLat || jit > maxJit || !lossWithin(lossPct, sla.maxLossPct))) return;
-    if (forbid !== undefined && forbid.length === depth) {
-      let same = true;
-      for (let i = 0; i < depth && same; i++) same = forbid[i] === links[i];
-      if (same) return;
-    }
-    const viol = feasibleOnly ? 0 : violationUnits(violation(lat, jit, lossPct, ex));
-    if (has) {
-      let c = pen - iPen || viol - iViol || lex3(o1, o2, o3, i1, i2, i3);
-      if (c === 0) {
-        const len = Math.min(depth, iHops);
-        for (let i = 1; i <= len && c === 0; i++) c = g.siteRank[sites[i]!]! - g.siteRank[iSites[i]!]!;
-        if (c === 0) c = depth - iHops;
-        for (let i = 0; i < len && c === 0; i++) c = g.linkRank[links[i]!]! - g.linkRank[iLinks[i]!]!;
-      }
-      if (c >= 0) return;
-    }
-    has = true;
-    iPen = pen;
-    iViol = viol;
-    i1 = o1;
-    i2 = o2;
-    i3 = o3;
-    iHops = depth;
-    iSites.set(sites.subarray(0, depth + 1));
-    iLinks.set(links.subarray(0, depth));
-  };
-
-  const visit = (
-    u: number,
-    depth: number,
-    pen: number,
-    o1: number,
-    o2: number,
-    o3: number,
-    lat: number,
-    jit: number,
-    lossLog: number,
-    keep: number,
-    ex: number,
-  ): void => {
-    if (u === dst) {
-      arrive(depth, pen, o1, o2, o3, lat, jit, keep, ex);
-      return;
-    }
-    visited[u] = 1;
-    const children: Child[] = [];
-    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
-      const e = g.adjLink[k]!;
-      if (allowed[e] === 0) continue;
-      const v = g.adjNbr[k]!;
-      if (visited[v] === 1 || d1[v] === Infinity) continue;
-      const latLb = lat + g.lat[e]! + hLat[v]!;
-      const jitLb = jit + g.jit[e]! + hJit[v]!;
-      const lossLogLb = lossLog + g.lossLog[e]! + hLoss[v]!;
-      let viol = 0;
-      if (feasibleOnly) {
-        if (latLb > maxLat || jitLb > maxJit || lossLogLb > maxLossLog) continue;
-      } else {
-        const lossLb = Math.max(0, -100 * Math.expm1(-lossLogLb) * (1 - 1e-12) - 1e-12);
-        viol = violationUnits(violation(latLb, jitLb, lossLb, ex + utilEx[e]!));
-      }
-      const c: Child = {
-        e,
-        v,
-        pen: penalty === undefined ? 0 : pen + penalty[e]! + penaltyBound[v]!,
-        viol,
-        k1: o1 + w1[e]! + d1[v]!,
-        k2: o2 + w2[e]! + d2[v]!,
-        k3: o3 + w3[e]! + d3[v]!,
-      };
-      if (versusIncumbent(c, depth) > 0) continue;
-      children.push(c);
-    }
-    // Stable sort: equal bounds keep the adjacency order (neighbour rank, link rank).
-    children.sort((a, b) => a.pen - b.pen || a.viol - b.viol || lex3(a.k1, a.k2, a.k3, b.k1, b.k2, b.k3));
-    for (const c of children) {
-      if (versusIncumbent(c, depth) > 0) continue;
-      const e = c.e;
-      sites[depth + 1] = c.v;
-      links[depth] = e;
-      visit(
-        c.v,
-        depth + 1,
-        pen + (penalty === undefined ? 0 : penalty[e]!),
-        o1 + w1[e]!,
-        o2 + w2[e]!,
-        o3 + w3[e]!,
-        lat + g.lat[e]!,
-        jit + g.jit[e]!,
-        lossLog + g.lossLog[e]!,
-        keep * (1 - g.lossPct[e]! / 100),
-        ex + utilEx[e]!,
-      );
-    }
-    visited[u] = 0;
-  };
-
-  sites[0] = src;
-  visit(src, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
-  if (!has) return null;
-  return Array.from(iLinks.subarray(0, iHops));
 }
 
 /** A label-setting search: {@link BoundedQuery} plus where the walk starts and what it may not touch. */
