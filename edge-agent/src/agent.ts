@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { noDriverApplier, type PolicyApplier } from './agent-applier';
-import type { PolicyAckMsg, WelcomeMsg } from './agent-proto';
+import type { AgentEventMsg, PolicyAckMsg, WelcomeMsg } from './agent-proto';
 import {
   ControllerClient,
   parseHostPort,
@@ -40,6 +40,11 @@ export interface EdgeAgentOptions {
   readonly protoPath?: string;
   /** Probe engine knobs (see {@link ProbeEngineOptions}). */
   readonly probe?: Pick<ProbeEngineOptions, 'probeBytes' | 'reportOnLivenessChange'>;
+  /**
+   * Per-link probe endpoints announced in hello (the reflector's port, this host): peers probe a
+   * link at this end's address on that link. The reflector must listen on a wildcard address.
+   */
+  readonly announce?: readonly { readonly link: string; readonly host: string }[];
 }
 
 export type EdgeAgentEvents = {
@@ -165,7 +170,10 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
           site: this.#opts.site,
           agentVersion: this.#version,
           token: this.#opts.token,
-          probeEndpoints: [{ host: ep.host, port: ep.port, link: '' }],
+          probeEndpoints: [
+            ...(this.#opts.announce ?? []).map((a) => ({ host: a.host, port: ep.port, link: a.link })),
+            { host: ep.host, port: ep.port, link: '' },
+          ],
           instanceId: this.#instanceId,
           appliedPolicyVersion: applied.version,
           appliedPolicyHash: applied.hash,
@@ -198,6 +206,11 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
       { controller: this.#opts.controller, probe: this.#endpoint, instance: this.#instanceId },
       'edge agent started',
     );
+  }
+
+  /** Sends an agent event (e.g. `fast-reroute`) to the controller; buffered while disconnected. */
+  sendEvent(event: AgentEventMsg): void {
+    this.#client?.sendEvent(event);
   }
 
   /** Installs a probe plan directly (what the controller's plan does); useful without a controller. */

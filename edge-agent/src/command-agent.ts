@@ -1,10 +1,19 @@
 import { parseArgs } from 'node:util';
 import pino from 'pino';
+import os from 'node:os';
 import { EdgeAgent } from './agent';
+import { DriverPolicyApplier, defaultAgentStateDir } from './agent-policy';
+import type { PolicyDriver } from './driver';
+import { LinuxPolicyDriver } from './driver-linux';
+import { RouterOsPolicyDriver } from './driver-routeros';
+import { FastReroute } from './fast-reroute';
 import { parseHostPort } from './controller-client';
 import { isAgentError } from './errors';
 
 const USAGE = `usage: meridian agent --site ID --controller HOST:PORT [--probe-listen HOST:PORT]
+                      [--driver none|linux|routeros] [--netns NS] [--router HOST:PORT]
+                      [--state-dir DIR] [--no-fast-reroute] [--frr-interval MS]
+                      [--announce LINK=ADDR]...
 
 Runs an edge agent: answers peers' probes on the probe port, probes the peers the controller's
 probe plan names, and streams reports and liveness events to the controller over gRPC.
@@ -13,10 +22,22 @@ probe plan names, and streams reports and liveness events to the controller over
   --controller HOST:PORT     controller gRPC address (e.g. 127.0.0.1:7400)
   --probe-listen HOST:PORT   probe reflector address (default 127.0.0.1:0: a free port,
                              announced to the controller)
+  --driver KIND              policy driver: none (default: pushes are refused with
+                             AGENT_ERR_NO_DRIVER), linux (iproute2 + nftables), routeros
+  --netns NS                 linux: work in this network namespace (not needed when the agent
+                             itself runs inside the site's namespace)
+  --router HOST:PORT         routeros: the router's API address (credentials from the env)
+  --state-dir DIR            where the last applied policy is kept and re-applied from on start
+                             (default /var/lib/meridian/agent-SITE as root, else TMPDIR)
+  --no-fast-reroute          no per-path probes: only the controller moves routes
+  --frr-interval MS          per-path probe period (default 20)
+  --announce LINK=ADDR       announce the probe port at ADDR for LINK (repeatable; needs a
+                             wildcard --probe-listen): peers probe the link over the link
   --log-level LEVEL          pino level (default info)
 
 environment:
   MERIDIAN_AGENT_TOKEN       agent token the controller expects (required)
+  MERIDIAN_ROUTER_USER, MERIDIAN_ROUTER_PASSWORD   routeros credentials
 
 exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad input or token refused, 1 internal error`;
 
@@ -32,6 +53,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
     controller?: string;
     'probe-listen'?: string;
     'log-level'?: string;
+    driver?: string;
+    netns?: string;
+    router?: string;
+    'state-dir'?: string;
+    'no-fast-reroute'?: boolean;
+    'frr-interval'?: string;
+    announce?: string[];
     help?: boolean;
   };
   try {
@@ -44,6 +72,13 @@ export async function agentCommand(argv: string[]): Promise<number> {
         controller: { type: 'string' },
         'probe-listen': { type: 'string' },
         'log-level': { type: 'string' },
+        driver: { type: 'string' },
+        netns: { type: 'string' },
+        router: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'no-fast-reroute': { type: 'boolean' },
+        'frr-interval': { type: 'string' },
+        announce: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -67,22 +102,86 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (!Object.prototype.hasOwnProperty.call(pino.levels.values, level) && level !== 'silent') {
     return fail(`--log-level '${level}' is not one of ${Object.keys(pino.levels.values).join(', ')}, silent`);
   }
+  const driverKind = values.driver ?? 'none';
+  if (driverKind !== 'none' && driverKind !== 'linux' && driverKind !== 'routeros') {
+    return fail(`--driver '${driverKind}' is not one of none, linux, routeros`);
+  }
+  const announce: { link: string; host: string }[] = [];
+  for (const a of values.announce ?? []) {
+    const m = /^([A-Za-z0-9][A-Za-z0-9._-]*)=(\d{1,3}(?:\.\d{1,3}){3})$/.exec(a);
+    if (m === null) return fail(`--announce '${a}' is not LINK=IPV4`);
+    announce.push({ link: m[1]!, host: m[2]! });
+  }
+  const frrInterval = Number(values['frr-interval'] ?? '20');
+  if (!Number.isInteger(frrInterval) || frrInterval < 5 || frrInterval > 10_000) {
+    return fail(`--frr-interval '${values['frr-interval']}' is not an integer in 5..10000 (ms)`);
+  }
+  let driver: PolicyDriver | null = null;
+  if (driverKind === 'linux') {
+    driver = new LinuxPolicyDriver(values.netns !== undefined ? { netns: values.netns } : {});
+  } else if (driverKind === 'routeros') {
+    const router = parseHostPort(values.router ?? '');
+    if (!router) return fail(`--driver routeros needs --router HOST:PORT (got '${values.router ?? ''}')`);
+    const user = process.env['MERIDIAN_ROUTER_USER'];
+    if (user === undefined || user === '') return fail('MERIDIAN_ROUTER_USER is not set (routeros driver)');
+    driver = new RouterOsPolicyDriver({
+      host: router.host,
+      port: router.port,
+      user,
+      password: process.env['MERIDIAN_ROUTER_PASSWORD'] ?? '',
+    });
+  }
   const log = pino({ name: 'meridian-agent', level });
 
   let agent: EdgeAgent;
+  let frr: FastReroute | null = null;
   try {
+    let applier: DriverPolicyApplier | undefined;
+    if (driver !== null) {
+      applier = new DriverPolicyApplier({
+        driver,
+        site: values.site,
+        stateDir: values['state-dir'] ?? defaultAgentStateDir(values.site, os.tmpdir()),
+        log: log.child({ site: values.site }),
+      });
+      if (values['no-fast-reroute'] !== true && driver.kind === 'linux') {
+        if (listen.port === 0)
+          return fail('fast reroute needs a fixed --probe-listen port (the same at every site)');
+        frr = new FastReroute({
+          applier,
+          reflectorPort: listen.port,
+          intervalMs: frrInterval,
+          log: log.child({ site: values.site }),
+        });
+      }
+      // The last applied policy first: the site forwards with it even if the controller is away.
+      await applier.restore();
+    }
     agent = new EdgeAgent({
       site: values.site,
       controller: values.controller,
       token,
       probeListen: listen,
       log,
+      announce,
+      ...(applier !== undefined ? { applier } : {}),
     });
     await agent.start();
   } catch (err) {
+    frr?.stop();
     if (isAgentError(err)) return fail(`${err.code}: ${err.message}`);
     throw err;
   }
+  frr?.on('reroute', (ev) =>
+    agent.sendEvent({
+      kind: 'fast-reroute',
+      atMs: ev.atMs,
+      link: ev.links[0] ?? '',
+      peerSite: ev.dst,
+      up: ev.action === 'activate-primary',
+      detailJson: JSON.stringify(ev),
+    }),
+  );
 
   return new Promise<number>((resolve) => {
     let done = false;
@@ -91,7 +190,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
       done = true;
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      agent.stop().then(
+      frr?.stop();
+      Promise.all([agent.stop(), driver?.close()]).then(
         () => resolve(code),
         (err: unknown) => {
           log.error({ err }, 'error while stopping');

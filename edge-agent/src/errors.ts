@@ -22,6 +22,10 @@ export const AGENT_ERROR_CODES = [
   'AGENT_ERR_APPLY_FAILED',
   /** The gRPC contract file (meridian.proto) could not be found or loaded. */
   'AGENT_ERR_PROTO',
+  /** A pushed policy is older than the one in force (the agent never goes back a version). */
+  'AGENT_ERR_POLICY_STALE',
+  /** The agent's state directory (last applied policy) cannot be read or written. */
+  'AGENT_ERR_STATE_DIR',
 ] as const;
 
 export type AgentErrorCode = (typeof AGENT_ERROR_CODES)[number];

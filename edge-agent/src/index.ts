@@ -8,6 +8,8 @@ export * from './probe-packet';
 export * from './probe-reflector';
 export * from './probe-engine';
 export * from './agent-applier';
+export * from './agent-policy';
+export * from './fast-reroute';
 export * from './controller-client';
 export * from './agent';
 export { agentCommand } from './command-agent';

@@ -1,0 +1,312 @@
+/**
+ * Fast reroute at the source site: per-path probes along every route's primary and backup path,
+ * a {@link RerouteDecider} over their outcomes, and the driver's `activateBackup` /
+ * `activatePrimary` when it decides, without waiting for the controller.
+ *
+ * How a path is probed (see policy.ts, `pathProbePortBase`): a UDP probe (the TWAMP-light format of
+ * probe-packet.ts) sent from the site's host address and the path's probe source port
+ * (`base + 2×slot`, `+1` for the backup) to the destination's host address always takes that path
+ * (the driver pins it by source port), whichever path the route's traffic uses; the destination
+ * agent's probe reflector (same port at every site: `reflectorPort`) answers. So a link dying
+ * anywhere on the path shows at the source as lost probes. Routes whose paths are the same link
+ * sequence share one prober (one representative port): probe load grows with distinct paths, not
+ * with classes.
+ *
+ * A probe is lost when no answer came within the path's retransmission timeout (TCP style:
+ * max(srtt + 4·rttvar, srtt + `slackMs`), 1 s until the first answer); losses before a path's
+ * first answer are not counted for `warmupMs` (neighbour discovery, a path still being installed).
+ * Failover time ≈ srtt + slack + (downAfterMisses − 1) × interval + one kernel operation.
+ *
+ * After a switch the route stays on its backup until the controller's next policy changes its
+ * paths (the driver then installs and activates the new primary), or, as a safety net when the
+ * controller never noticed (a short outage), until the primary has answered for `revertAfterMs`.
+ */
+import dgram from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { DriverPolicyApplier } from './agent-policy';
+import { encodeProbeRequest, nowUs, parseProbe, randomId32 } from './probe-packet';
+import { pathProbePort, routeKey, type PathState, type SitePolicy } from './policy';
+import { RerouteDecider, type RerouteAction } from './policy-reroute';
+
+export interface FastRerouteOptions {
+  readonly applier: DriverPolicyApplier;
+  /** UDP port of the probe reflectors at the destinations (the lab: the same at every site). */
+  readonly reflectorPort: number;
+  readonly log: Logger;
+  /** Probe period per distinct path (default 20 ms). */
+  readonly intervalMs?: number;
+  /** Consecutive losses that declare a path down (default 3). */
+  readonly downAfterMisses?: number;
+  /** Added to the smoothed RTT for the loss timeout (default 50 ms: scheduling stalls here). */
+  readonly slackMs?: number;
+  /** Back to the primary after it answered this long, if no new policy came (default 3000 ms). */
+  readonly revertAfterMs?: number;
+  /** Losses before a path's first answer are ignored this long (default 2000 ms). */
+  readonly warmupMs?: number;
+}
+
+/** One switch, as reported (also sent to the controller as agent event `fast-reroute`). */
+export interface FastRerouteEvent {
+  readonly atMs: number;
+  readonly action: RerouteAction['action'];
+  readonly route: string;
+  readonly slot: number;
+  readonly dst: string;
+  readonly reason: string;
+  readonly policyVersion: number;
+  /** Links of the path now in use. */
+  readonly links: readonly string[];
+  /** Time of the kernel operation. */
+  readonly switchMs: number;
+  readonly ok: boolean;
+  readonly error?: string;
+}
+
+export interface FastRerouteCounters {
+  sent: number;
+  answered: number;
+  lost: number;
+  switches: number;
+  failedSwitches: number;
+}
+
+interface Member {
+  readonly slot: number;
+  readonly role: 'primary' | 'backup';
+}
+
+interface Prober {
+  readonly id: string;
+  readonly port: number;
+  readonly dstHost: string;
+  members: Member[];
+  socket: dgram.Socket | null;
+  readonly session: number;
+  seq: number;
+  readonly pending: Map<number, number>;
+  srtt: number;
+  rttvar: number;
+  answeredOnce: boolean;
+  readonly startedAt: number;
+}
+
+/** The first usable IPv4 address of a prefix (where the destination's host address is). */
+function firstHost(prefix: string): string {
+  const [addr = '0.0.0.0', lenText = '32'] = prefix.split('/');
+  const n = addr.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+  const h = Number(lenText) >= 31 ? n : n + 1;
+  return [24, 16, 8, 0].map((s) => Math.floor(h / 2 ** s) % 256).join('.');
+}
+
+export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
+  readonly #opts: FastRerouteOptions;
+  readonly #log: Logger;
+  readonly #interval: number;
+  readonly #slack: number;
+  readonly #warmup: number;
+  readonly #decider: RerouteDecider;
+  readonly #senderId = randomId32();
+  #policy: SitePolicy | null = null;
+  #probers = new Map<string, Prober>();
+  #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
+  readonly #counters: FastRerouteCounters = { sent: 0, answered: 0, lost: 0, switches: 0, failedSwitches: 0 };
+
+  constructor(opts: FastRerouteOptions) {
+    super();
+    this.#opts = opts;
+    this.#log = opts.log.child({ module: 'fast-reroute' });
+    this.#interval = opts.intervalMs ?? 20;
+    this.#slack = opts.slackMs ?? 50;
+    this.#warmup = opts.warmupMs ?? 2000;
+    this.#decider = new RerouteDecider({
+      downAfterMisses: opts.downAfterMisses ?? 3,
+      upAfterOks: Math.max(1, Math.ceil((opts.revertAfterMs ?? 3000) / this.#interval)),
+      revert: true,
+    });
+    opts.applier.onApplied((p, active) => this.setPolicy(p, active));
+  }
+
+  counters(): FastRerouteCounters {
+    return { ...this.#counters };
+  }
+
+  /** Which path the decider has a route on (`class/dst`), or null. */
+  active(key: string): 'primary' | 'backup' | null {
+    const r = this.#policy?.routes.find((x) => routeKey(x) === key);
+    return r === undefined ? null : this.#decider.active(r.slot);
+  }
+
+  /** Takes a newly applied policy: re-plans the probers, keeps health of unchanged paths. */
+  setPolicy(policy: SitePolicy, activeBackups: ReadonlySet<number>): void {
+    if (this.#stopped) return;
+    const old = this.#policy;
+    this.#decider.setPolicy(policy, activeBackups);
+    for (const r of policy.routes) {
+      const prev = old?.routes.find((x) => x.slot === r.slot);
+      const same = (a: PathState | null | undefined, b: PathState | null): boolean =>
+        (a ?? null) === null ? b === null : b !== null && a!.links.join('>') === b.links.join('>');
+      const changed = prev === undefined || !same(prev.primary, r.primary) || !same(prev.backup, r.backup);
+      // The driver activates a changed primary; the decider must agree with the kernel.
+      if (changed || (this.#decider.active(r.slot) === 'backup' && !activeBackups.has(r.slot))) {
+        this.#decider.restored(r.slot);
+      }
+    }
+    this.#policy = policy;
+    // Distinct paths (destination + link sequence) and the (slot, role) pairs that use them.
+    const plan = new Map<string, { dstHost: string; members: Member[] }>();
+    for (const r of policy.routes) {
+      const dstHost = firstHost(r.dstPrefixes[0] ?? '0.0.0.0/32');
+      for (const role of ['primary', 'backup'] as const) {
+        const path = role === 'primary' ? r.primary : r.backup;
+        if (path === null || pathProbePort(policy, r.slot, role) === null) continue;
+        const id = `${dstHost}|${path.links.join('>')}`;
+        const entry = plan.get(id) ?? { dstHost, members: [] };
+        entry.members.push({ slot: r.slot, role });
+        plan.set(id, entry);
+      }
+    }
+    const next = new Map<string, Prober>();
+    const toOpen: Prober[] = [];
+    for (const [id, e] of plan) {
+      const ports = e.members.map((m) => pathProbePort(policy, m.slot, m.role));
+      const old = this.#probers.get(id);
+      if (old !== undefined && ports.includes(old.port)) {
+        old.members = e.members; // same path, same port: keep its RTT and pending probes
+        next.set(id, old);
+        continue;
+      }
+      const p: Prober = {
+        id,
+        port: ports[0]!,
+        dstHost: e.dstHost,
+        members: e.members,
+        socket: null,
+        session: randomId32(),
+        seq: 0,
+        pending: new Map(),
+        srtt: 0,
+        rttvar: 0,
+        answeredOnce: false,
+        startedAt: performance.now(),
+      };
+      next.set(id, p);
+      toOpen.push(p);
+    }
+    // Close the probers that go before binding new ones (a port may pass to another path).
+    for (const [id, p] of this.#probers) if (next.get(id) !== p) p.socket?.close();
+    for (const p of toOpen) p.socket = this.#open(policy.hostAddress, p.port, p.id);
+    this.#probers = next;
+    if (this.#timer === null) this.#timer = setInterval(() => this.#tick(), this.#interval);
+    this.#log.info(
+      { paths: next.size, routes: policy.routes.length, version: policy.version },
+      'path probes planned',
+    );
+  }
+
+  #open(host: string, port: number, id: string): dgram.Socket {
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    s.on('error', (err) => this.#log.warn({ err, path: id, port }, 'path probe socket error'));
+    s.on('message', (msg) => this.#onReply(id, msg));
+    s.bind(port, host);
+    return s;
+  }
+
+  #onReply(id: string, msg: Buffer): void {
+    const p = this.#probers.get(id);
+    const parsed = parseProbe(msg);
+    if (p === undefined || !parsed.ok || parsed.packet.type !== 'reply') return;
+    if (parsed.packet.sessionId !== p.session) return;
+    const sentAt = p.pending.get(parsed.packet.seq);
+    if (sentAt === undefined) return; // late (already counted lost) or duplicate
+    p.pending.delete(parsed.packet.seq);
+    const rtt = performance.now() - sentAt;
+    if (!p.answeredOnce) {
+      p.srtt = rtt;
+      p.rttvar = rtt / 2;
+    } else {
+      p.rttvar = 0.75 * p.rttvar + 0.25 * Math.abs(p.srtt - rtt);
+      p.srtt = 0.875 * p.srtt + 0.125 * rtt;
+    }
+    p.answeredOnce = true;
+    this.#counters.answered++;
+    this.#outcome(p, true);
+  }
+
+  #tick(): void {
+    const now = performance.now();
+    for (const p of this.#probers.values()) {
+      const rto = p.answeredOnce ? Math.max(p.srtt + this.#slack, p.srtt + 4 * p.rttvar) : 1000;
+      for (const [seq, at] of p.pending) {
+        if (now - at < rto) break; // insertion order = send order
+        p.pending.delete(seq);
+        this.#counters.lost++;
+        if (p.answeredOnce || now - p.startedAt > this.#warmup) this.#outcome(p, false);
+      }
+      if (p.socket === null) continue;
+      const seq = p.seq++ >>> 0;
+      p.pending.set(seq, now);
+      const buf = encodeProbeRequest({ senderId: this.#senderId, sessionId: p.session, seq, t1: nowUs() });
+      p.socket.send(buf, this.#opts.reflectorPort, p.dstHost, () => undefined);
+      this.#counters.sent++;
+    }
+  }
+
+  #outcome(p: Prober, answered: boolean): void {
+    const actions: RerouteAction[] = [];
+    for (const m of p.members) {
+      const a = this.#decider.observe(m.slot, m.role, answered);
+      if (a !== null) actions.push(a);
+    }
+    if (actions.length > 0) void this.#act(actions);
+  }
+
+  async #act(actions: RerouteAction[]): Promise<void> {
+    const policy = this.#policy;
+    if (policy === null) return;
+    const driver = this.#opts.applier.driver;
+    await this.#opts.applier.exclusive(() =>
+      Promise.all(
+        actions.map(async (a) => {
+          const t0 = performance.now();
+          const out =
+            a.action === 'activate-backup'
+              ? await driver.activateBackup(a.routeKey)
+              : await driver.activatePrimary(a.routeKey);
+          const route = policy.routes.find((r) => r.slot === a.slot);
+          const path = a.action === 'activate-backup' ? route?.backup : route?.primary;
+          const ev: FastRerouteEvent = {
+            atMs: Date.now(),
+            action: a.action,
+            route: a.routeKey,
+            slot: a.slot,
+            dst: route?.dst ?? '',
+            reason: a.reason,
+            policyVersion: policy.version,
+            links: path?.links ?? [],
+            switchMs: Math.round((performance.now() - t0) * 10) / 10,
+            ok: out.ok,
+            ...(out.ok ? {} : { error: `${out.error.code}: ${out.error.message}` }),
+          };
+          if (out.ok) this.#counters.switches++;
+          else {
+            this.#counters.failedSwitches++;
+            // The kernel did not move: let the decider try again on the next outcomes.
+            this.#decider.restored(a.slot);
+          }
+          this.#log.warn({ ...ev }, `fast reroute: ${a.routeKey} ${a.action}`);
+          this.emit('reroute', ev);
+        }),
+      ),
+    );
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer !== null) clearInterval(this.#timer);
+    this.#timer = null;
+    for (const p of this.#probers.values()) p.socket?.close();
+    this.#probers.clear();
+  }
+}
