@@ -8,16 +8,85 @@
  *   GET    /media/nodes               -> {nodes: [{id, site, healthy, load}]}
  *   POST   /media/nodes/:id/drain     -> 202 {id, moved} | 404
  *   GET    /events                    -> server-sent events (`media.session.moved` {id, ingress}, ...)
+ *
+ * A browser `EventSource` cannot send headers, so `mediaEventsRoute(steering, apiToken)` serves
+ * `GET /api/v1/events` outside the bearer scope (a public plugin) and checks the token itself:
+ * `Authorization: Bearer <token>` or `?token=<token>`, both compared in constant time. The query
+ * form is accepted on this route only (a token in a URL can end up in proxy logs: use it where a
+ * header is impossible).
  */
-import type { FastifyPluginAsync } from 'fastify';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { MediaEvent, MediaSteering, SteeringError } from './media-steering';
 
 function errorBody(e: SteeringError): { error: { code: string; message: string } } {
   return { error: { code: e.code, message: e.message } };
 }
 
-/** The media routes as a Fastify plugin (options are ignored, so it fits any ApiPlugin slot). */
-export function mediaRoutes(steering: MediaSteering): FastifyPluginAsync<Record<string, unknown>> {
+/** Streams steering events to one client until it goes away. */
+function serveEvents(steering: MediaSteering, req: FastifyRequest, reply: FastifyReply): void {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+  });
+  res.write(': meridian events\n\n');
+  const send = (ev: MediaEvent): void => {
+    res.write(`event: ${ev.type}\ndata: ${JSON.stringify(ev.data)}\n\n`);
+  };
+  const ping = setInterval(() => res.write(': ping\n\n'), 15000);
+  steering.on('event', send);
+  req.raw.on('close', () => {
+    clearInterval(ping);
+    steering.off('event', send);
+  });
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/**
+ * `GET /api/v1/events` as a public plugin (`controller.addHttpPlugin(p, { public: true })`) that
+ * authenticates itself: bearer header or `?token=` (constant-time compare of SHA-256 digests).
+ */
+export function mediaEventsRoute(
+  steering: MediaSteering,
+  apiToken: string,
+): FastifyPluginAsync<Record<string, unknown>> {
+  const expected = digest(apiToken);
+  // eslint-disable-next-line @typescript-eslint/require-await
+  return async (app) => {
+    app.get<{ Querystring: { token?: string } }>('/api/v1/events', (req, reply) => {
+      const h = req.headers.authorization;
+      const m = typeof h === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
+      const q = req.query.token;
+      const given = m?.[1] ?? (typeof q === 'string' ? q : undefined);
+      if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+        return reply.code(401).send({
+          error: {
+            code: 'CTRL_ERR_UNAUTHENTICATED',
+            message:
+              given === undefined
+                ? 'missing "Authorization: Bearer <MERIDIAN_API_TOKEN>" or "?token=<MERIDIAN_API_TOKEN>"'
+                : 'token does not match',
+          },
+        });
+      }
+      serveEvents(steering, req, reply);
+      return reply;
+    });
+  };
+}
+
+/**
+ * The media routes as a Fastify plugin (options are ignored, so it fits any ApiPlugin slot).
+ * `events: false` leaves `GET /events` out (served by `mediaEventsRoute` instead).
+ */
+export function mediaRoutes(
+  steering: MediaSteering,
+  opts: { events?: boolean } = {},
+): FastifyPluginAsync<Record<string, unknown>> {
   // eslint-disable-next-line @typescript-eslint/require-await
   return async (app) => {
     app.post('/media/sessions', async (req, reply) => {
@@ -64,24 +133,6 @@ export function mediaRoutes(steering: MediaSteering): FastifyPluginAsync<Record<
       return reply.code(202).send(r.value);
     });
 
-    app.get('/events', (req, reply) => {
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        'content-type': 'text/event-stream',
-        'cache-control': 'no-cache',
-        connection: 'keep-alive',
-      });
-      res.write(': meridian events\n\n');
-      const send = (ev: MediaEvent): void => {
-        res.write(`event: ${ev.type}\ndata: ${JSON.stringify(ev.data)}\n\n`);
-      };
-      const ping = setInterval(() => res.write(': ping\n\n'), 15000);
-      steering.on('event', send);
-      req.raw.on('close', () => {
-        clearInterval(ping);
-        steering.off('event', send);
-      });
-    });
+    if (opts.events !== false) app.get('/events', (req, reply) => serveEvents(steering, req, reply));
   };
 }

@@ -1,32 +1,38 @@
 /**
  * Media steering inside the controller: `attachMediaSteering(controller)` puts the MediaControl
- * gRPC service on the controller's gRPC server and the media routes under `/api/v1`, with site
- * distances taken from the topology (nominal latency of the shortest path), so a session whose
- * site has no healthy media node lands at the nearest one, and relays at the intermediate sites of
- * that path.
+ * gRPC service on the controller's gRPC server and the media routes under `/api/v1`, and steers
+ * sessions along the controller's voice routes (`controller.routes`, class `voice`): a session whose
+ * site has no healthy media node lands at the nearest one by voice-route latency, relays sit at the
+ * intermediate sites of the route, and sessions follow the route when a link of it goes down
+ * (`link-change`) or the route loop changes it (`routes-changed`).
  */
-import type { Topology } from '@meridian/topology';
+import { computeRoutes, type RouteChange, type Topology } from '@meridian/topology';
 import type { Logger } from 'pino';
 import type { Controller } from './controller';
+import { linkStateOf, type LinkChange } from './link-estimator';
 import type { HistoryWriter } from './history-writer';
 import { MediaGateway, type MediaNodeRecord } from './media-gateway';
-import { mediaRoutes } from './media-routes';
-import { MediaSteering } from './media-steering';
+import { mediaEventsRoute, mediaRoutes } from './media-routes';
+import { MediaSteering, type VoicePath } from './media-steering';
 
 interface SiteRoutes {
   /** Shortest nominal latency (ms) between two sites; Infinity when disconnected. */
   latency: (from: string, to: string) => number;
   /** The sites of that shortest path, both ends included ([] when disconnected). */
   path: (from: string, to: string) => string[];
+  /** The link ids of that shortest path ([] when disconnected or the same site). */
+  links: (from: string, to: string) => string[];
 }
 
 /** Shortest nominal-latency paths between every pair of sites (Dijkstra from each site). */
 export function siteRoutes(topology: Topology): SiteRoutes {
   const dist = new Map<string, Map<string, number>>();
   const prev = new Map<string, Map<string, string>>();
+  const prevLink = new Map<string, Map<string, string>>();
   for (const src of topology.sites.map((x) => x.id)) {
     const d = new Map<string, number>([[src, 0]]);
     const p = new Map<string, string>();
+    const pl = new Map<string, string>();
     const done = new Set<string>();
     for (;;) {
       let u: string | undefined;
@@ -46,11 +52,13 @@ export function siteRoutes(topology: Topology): SiteRoutes {
         if (nd < (d.get(other) ?? Infinity)) {
           d.set(other, nd);
           p.set(other, u);
+          pl.set(other, l.id);
         }
       }
     }
     dist.set(src, d);
     prev.set(src, p);
+    prevLink.set(src, pl);
   }
   return {
     latency: (from, to) => (from === to ? 0 : (dist.get(from)?.get(to) ?? Infinity)),
@@ -66,6 +74,79 @@ export function siteRoutes(topology: Topology): SiteRoutes {
       }
       return out;
     },
+    links: (from, to) => {
+      const p = prev.get(from);
+      const pl = prevLink.get(from);
+      if (from === to || p === undefined || pl === undefined || !p.has(to)) return [];
+      const out: string[] = [];
+      let at = to;
+      while (at !== from) {
+        out.unshift(pl.get(at) as string);
+        at = p.get(at) as string;
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * The controller's voice route between two sites, as steering needs it: the primary path of the
+ * route in force (`controller.routes`, with the route loop's hysteresis). A route whose primary
+ * crosses a link the estimator already has down (the loop runs a few ms after a link change) is
+ * recomputed on the spot from the current link state, so a failure re-steers without waiting for
+ * the loop. Topologies without a `voice` class fall back to the shortest nominal-latency path.
+ * Cached until the next liveness change or route change (`invalidate()`).
+ */
+export function voiceRoutes(controller: Controller): {
+  route: (from: string, to: string) => VoicePath | null;
+  invalidate: () => void;
+} {
+  const topology = controller.topology;
+  const cache = new Map<string, VoicePath | null>();
+  const nominal = siteRoutes(topology);
+  const hasVoice = topology.classes.some((c) => c.id === 'voice');
+  const lookup = (from: string, to: string): VoicePath | null => {
+    if (from === to) return { sites: [from], links: [], latencyMs: 0 };
+    if (!hasVoice) {
+      const sites = nominal.path(from, to);
+      if (sites.length === 0) return null;
+      return { sites, links: nominal.links(from, to), latencyMs: nominal.latency(from, to) };
+    }
+    const down = new Set(
+      controller.estimator
+        .snapshots()
+        .filter((l) => l.up === false)
+        .map((l) => l.id),
+    );
+    const inForce = controller.routes.find((r) => r.class === 'voice' && r.src === from && r.dst === to);
+    let primary = inForce?.primary ?? null;
+    if (inForce === undefined || (primary !== null && primary.links.some((l) => down.has(l)))) {
+      const links: Record<string, NonNullable<ReturnType<typeof linkStateOf>>> = {};
+      for (const snap of controller.estimator.snapshots()) {
+        const st = linkStateOf(snap);
+        if (st !== null) links[snap.id] = st;
+      }
+      try {
+        primary =
+          computeRoutes(topology, { state: { links }, classes: ['voice'], pairs: [{ src: from, dst: to }] })
+            .routes[0]?.primary ?? null;
+      } catch {
+        primary = null; // an unknown site: no route
+      }
+    }
+    return primary === null
+      ? null
+      : { sites: [...primary.sites], links: [...primary.links], latencyMs: primary.latencyMs };
+  };
+  return {
+    route: (from, to) => {
+      const key = `${from}>${to}`;
+      if (cache.has(key)) return cache.get(key) ?? null;
+      const r = lookup(from, to);
+      cache.set(key, r);
+      return r;
+    },
+    invalidate: () => cache.clear(),
   };
 }
 
@@ -177,6 +258,11 @@ export function attachMediaSteering(
   controller: Controller,
   opts: {
     agentToken: string;
+    /**
+     * MERIDIAN_API_TOKEN: with it, `GET /api/v1/events` also accepts `?token=` (browser
+     * EventSource); without it, the events route takes the bearer header only.
+     */
+    apiToken?: string;
     log?: Logger;
     orderTimeoutMs?: number;
     adoptGraceMs?: number;
@@ -193,29 +279,43 @@ export function attachMediaSteering(
     ...(opts.orderTimeoutMs === undefined ? {} : { orderTimeoutMs: opts.orderTimeoutMs }),
     sessionsToDrop: (nodeId, announced) => late.steering?.sessionsToDrop(nodeId, announced) ?? announced,
   });
-  const routes = siteRoutes(controller.topology);
+  const voice = voiceRoutes(controller);
   const steering = new MediaSteering({
     gateway,
     log,
-    distance: routes.latency,
+    // Nearest = lowest voice-route latency; relays at the route's intermediate sites.
+    route: voice.route,
     ...(opts.adoptGraceMs === undefined ? {} : { adoptGraceMs: opts.adoptGraceMs }),
     ...(opts.warmStandby === undefined ? {} : { warmStandby: opts.warmStandby }),
-    // Relays at the intermediate sites of the shortest-latency path (where a node sits there).
-    relaySites: (from, to) => routes.path(from, to).slice(1, -1),
     reachable: (from, to) => reachable(controller, from, to),
   });
-  // A link that goes down may cut a pipe's path: re-steer at once (liveness changes only).
-  controller.on('link-change', (c) => {
-    if (c.liveness && c.state.up === false) steering.recheckPaths(`link ${c.id} down`);
-  });
+  // A link that goes down may cut a session's route: re-steer at once (liveness changes only; the
+  // route loop's own change follows a few ms later and finds the sessions already moved).
+  const onLinkChange = (c: LinkChange): void => {
+    if (!c.liveness) return;
+    voice.invalidate();
+    if (c.state.up === false) steering.linkDown(c.id);
+  };
+  const onRoutesChanged = (changes: RouteChange[]): void => {
+    voice.invalidate();
+    if (changes.some((ch) => ch.class === 'voice')) steering.followRoutes('voice route changed');
+  };
+  controller.on('link-change', onLinkChange);
+  controller.on('routes-changed', onRoutesChanged);
   late.steering = steering;
   controller.addGrpcService(gateway.definition, gateway.implementation);
-  controller.addHttpPlugin(mediaRoutes(steering));
+  if (opts.apiToken === undefined) controller.addHttpPlugin(mediaRoutes(steering));
+  else {
+    controller.addHttpPlugin(mediaRoutes(steering, { events: false }));
+    controller.addHttpPlugin(mediaEventsRoute(steering, opts.apiToken), { public: true });
+  }
   const stopHistory = writeMediaHistory(controller.history, gateway, steering);
   return {
     gateway,
     steering,
     close: () => {
+      controller.off('link-change', onLinkChange);
+      controller.off('routes-changed', onRoutesChanged);
       stopHistory();
       steering.close();
       gateway.close();

@@ -3,10 +3,13 @@
  * re-steers them when a node dies, a worker dies, a pipe stalls or a node is drained.
  *
  * A session is a path of media nodes: an ingress node (RTP source -> PlainTransport), relays at
- * the intermediate sites of the voice route (`relaySites`, only where a node sits at such a site),
- * and an egress node (PlainTransport -> sink), consecutive nodes joined by pipes. Placement takes,
- * for each end, a healthy node at the requested site or else the nearest one (`distance`), least
- * loaded first, within the per-worker capacity the nodes report.
+ * the intermediate sites of the voice route (`route`: the controller's voice route between the
+ * ingress and egress nodes' sites), and an egress node (PlainTransport -> sink), consecutive nodes
+ * joined by pipes. Placement takes, for each end, a healthy node at the requested site or else the
+ * nearest one (`distance`, the voice route's latency), least loaded first, within the per-worker
+ * capacity the nodes report. An intermediate site of the route without a usable node is skipped:
+ * pipes are node-to-node UDP over IP, so the hop simply spans it (the underlay carries the packets
+ * through that site anyway); a relay is only worth a node where one exists.
  *
  * Failover (the sink must hear RTP again within 500 ms) replaces the lost node in the path:
  *  - egress lost: a pipe from its upstream node to a new egress node, an egress to the sink;
@@ -15,6 +18,9 @@
  *    new source), and `media.session.moved` {id, ingress} so the RTP source re-targets;
  *  - pipe stalled while the ingress still receives, or its sites no longer reachable (link state,
  *    `recheckPaths()`): the downstream node of that pipe is replaced;
+ *  - a link of the session's voice route goes down (`linkDown()`), or the voice route changes
+ *    (`followRoutes()`): the relays are re-placed along the current route, make-before-break (new
+ *    pipes first; the first node both paths share switches its source; old relays go last).
  *  - drain: make-before-break (the old legs go once the new ones carry RTP, or after a grace time).
  *
  * After a controller restart the nodes re-announce what they carry; complete chains are adopted
@@ -129,7 +135,13 @@ export interface MediaSteeringOptions {
    * Default: always.
    */
   reachable?: (fromSite: string, toSite: string) => boolean;
-  /** Intermediate sites of the voice route from one site to another (relay candidates). Default none. */
+  /**
+   * The voice route from one site to another now (primary path: sites and link ids, latency), or
+   * null when there is none. Relays sit at its intermediate sites, and a session follows it when a
+   * link of it goes down or the route changes. Takes precedence over `relaySites`.
+   */
+  route?: (fromSite: string, toSite: string) => VoicePath | null;
+  /** Intermediate sites of the voice route (relay candidates), when `route` is not given. Default none. */
   relaySites?: (fromSite: string, toSite: string) => string[];
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
   drainGraceMs?: number;
@@ -146,6 +158,13 @@ export interface MediaSteeringOptions {
   adoptGraceMs?: number;
 }
 
+/** A voice route's primary path as steering needs it. */
+export interface VoicePath {
+  readonly sites: readonly string[];
+  readonly links: readonly string[];
+  readonly latencyMs: number;
+}
+
 export type MediaSteeringEvents = {
   event: [MediaEvent];
   /** A re-steer finished (for benchmarks): how long it took from detection. */
@@ -159,6 +178,8 @@ interface SessionRecord {
   path: string[];
   /** Node holding the warm standby egress (piped from the node before the egress), if any. */
   standby?: string;
+  /** Links of the voice route the session's media follows (between the end nodes' sites). */
+  links: readonly string[];
   ingress: MediaTuple;
   status: 'active' | 'rerouting' | 'failed';
   moves: number;
@@ -181,6 +202,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #distance: (a: string, b: string) => number;
   readonly #drainGraceMs: number;
   readonly #relaySites: (a: string, b: string) => string[];
+  readonly #route: ((a: string, b: string) => VoicePath | null) | undefined;
   readonly #adoptGraceMs: number;
   readonly #reachable: (a: string, b: string) => boolean;
   readonly #warmStandby: boolean;
@@ -198,9 +220,18 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     super();
     this.#gw = options.gateway;
     this.#log = options.log.child({ module: 'media-steering' });
-    this.#distance = options.distance ?? ((a, b) => (a === b ? 0 : 1));
+    const route = options.route;
+    this.#route = route;
+    this.#distance =
+      options.distance ??
+      (route === undefined
+        ? (a, b) => (a === b ? 0 : 1)
+        : (a, b) => (a === b ? 0 : (route(a, b)?.latencyMs ?? Infinity)));
     this.#drainGraceMs = options.drainGraceMs ?? 10000;
-    this.#relaySites = options.relaySites ?? (() => []);
+    this.#relaySites =
+      route === undefined
+        ? (options.relaySites ?? (() => []))
+        : (a, b) => [...(route(a, b)?.sites.slice(1, -1) ?? [])];
     this.#adoptGraceMs = options.adoptGraceMs ?? 5000;
     this.#reachable = options.reachable ?? (() => true);
     this.#warmStandby = options.warmStandby ?? false;
@@ -294,6 +325,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       id,
       request: v.value,
       path,
+      links: this.#routeLinks(path),
       ingress: { ip: ing.local.ip, port: ing.local.port },
       status: 'active',
       moves: 0,
@@ -366,6 +398,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
           id,
           request: req,
           path,
+          links: this.#routeLinks(path),
           ingress: { ip: '', port: 0 },
           status: 'active',
           moves: 0,
@@ -478,6 +511,91 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     return n;
   }
 
+  /**
+   * A link went down (telemetry): every session whose voice route crosses it follows the current
+   * route at once (relays re-placed), and pipes whose sites can no longer reach each other are
+   * re-steered (`recheckPaths`). Returns the number of sessions re-steered.
+   */
+  linkDown(linkId: string, reason = `link ${linkId} down`): number {
+    const detectedAt = Date.now();
+    let n = this.recheckPaths(reason);
+    for (const s of this.#sessions.values()) {
+      if (!s.links.includes(linkId)) continue;
+      n += 1;
+      void this.#serial(s.id, () => this.#follow(s, reason, detectedAt, linkId));
+    }
+    return n;
+  }
+
+  /**
+   * The voice routes changed: sessions whose relays are not those of the current route move to it
+   * (make-before-break). Returns the number of sessions checked.
+   */
+  followRoutes(reason = 'voice route changed'): number {
+    const detectedAt = Date.now();
+    for (const s of this.#sessions.values())
+      void this.#serial(s.id, () => this.#follow(s, reason, detectedAt));
+    return this.#sessions.size;
+  }
+
+  /** Re-places the relays of `s` along the current voice route between its end nodes' sites. */
+  async #follow(s: SessionRecord, reason: string, detectedAt: number, downLink?: string): Promise<void> {
+    if (this.#sessions.get(s.id) !== s || s.status === 'rerouting' || s.path.length < 2) return;
+    const first = this.#gw.node(s.path[0] as string);
+    const last = this.#gw.node(s.path[s.path.length - 1] as string);
+    if (first === undefined || last === undefined || !first.connected || !last.connected) return;
+    const links = this.#routeLinks(s.path);
+    if (downLink !== undefined && links.includes(downLink)) return; // no route avoids it: nothing better
+    const old = [...s.path];
+    const relays = this.#relaysFor(first, last, [], old.slice(1, -1));
+    const next = [first.id, ...relays, last.id];
+    if (next.length === old.length && next.every((id, i) => id === old[i])) {
+      s.links = links;
+      return;
+    }
+    s.status = 'rerouting';
+    let ok = true;
+    try {
+      this.#dropStandby(s);
+      const pairs = new Set(old.slice(1).map((id, i) => `${old[i] as string}>${id}`));
+      // New pipes in path order: each new relay has its source before it pipes on, and the first
+      // node both paths share (at worst the egress) switches to the new upstream last.
+      for (let i = 1; i < next.length; i++) {
+        const up = next[i - 1] as string;
+        const down = next[i] as string;
+        if (!pairs.has(`${up}>${down}`)) await this.#pipe(s.id, up, down);
+      }
+      s.path = next;
+      s.links = links;
+      const kept = new Set(next.map((id, i) => `${next[i - 1] ?? ''}>${id}`));
+      for (let i = 1; i < old.length; i++) {
+        const up = old[i - 1] as string;
+        const down = old[i] as string;
+        if (next.includes(up) && !kept.has(`${up}>${down}`))
+          void this.#gw.order(up, s.id, { closePipeOut: { peer: down } });
+      }
+      this.#teardown(
+        s.id,
+        old.filter((id) => !next.includes(id)),
+      );
+      s.status = 'active';
+      s.moves += 1;
+      delete s.lastError;
+      this.#publish({ type: 'media.session.rerouted', data: { id: s.id, nodes: [...s.path], reason } });
+    } catch (err) {
+      ok = false;
+      // The old path is left as it was (its legs were not touched before the switch).
+      s.status = 'active';
+      s.lastError = `${reason}: ${err instanceof Error ? err.message : String(err)}`;
+      this.#log.error({ session: s.id, err: s.lastError }, 'media session could not follow the voice route');
+    }
+    this.#scheduleStandby(s);
+    const ms = Date.now() - detectedAt;
+    this.#log.info({ session: s.id, reason, ms, ok, path: s.path }, 'media session follows the voice route');
+    this.emit('resteered', { id: s.id, reason, ms, ok });
+    this.#observer.emit('resteered', { id: s.id, reason, ms, ok });
+  }
+
   close(): void {
     this.#closed = true;
     for (const o of this.#orphans.values()) clearTimeout(o.timer);
@@ -490,21 +608,40 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   #place(req: MediaSessionRequest, avoid: string[] = []): string[] | string {
     const ingress = this.#pick(req.ingressSite, avoid);
     if (ingress === undefined) return req.ingressSite;
-    const path = [ingress.id];
-    for (const site of this.#relaySites(req.ingressSite, req.egressSite)) {
-      // A relay only where a node actually sits at the intermediate site.
-      const relay = this.#pick(site, [...path, ...avoid]);
-      if (relay !== undefined && relay.site === site) path.push(relay.id);
-    }
-    const egress = this.#pick(
-      req.egressSite,
-      [...path.slice(1), ...avoid],
-      this.#gw.node(path[path.length - 1] ?? ''),
-    );
+    const egress = this.#pick(req.egressSite, avoid, ingress);
     if (egress === undefined) return req.egressSite;
     if (egress.id === ingress.id) return [ingress.id]; // one node carries both ends (no relay then)
-    path.push(egress.id);
-    return path;
+    return [ingress.id, ...this.#relaysFor(ingress, egress, [...avoid, egress.id]), egress.id];
+  }
+
+  /**
+   * Relay nodes between two end nodes: one per intermediate site of the voice route where a usable
+   * node sits (`keep` first: a relay already carrying the session stays), none elsewhere.
+   */
+  #relaysFor(from: MediaNodeRecord, to: MediaNodeRecord, exclude: string[], keep: string[] = []): string[] {
+    const relays: string[] = [];
+    let prev = from;
+    for (const site of this.#relaySites(from.site, to.site)) {
+      if (site === from.site || site === to.site) continue;
+      const kept = keep
+        .map((id) => this.#gw.node(id))
+        .find(
+          (n) => n !== undefined && n.site === site && n.connected && !n.draining && !relays.includes(n.id),
+        );
+      const relay = kept ?? this.#pick(site, [from.id, to.id, ...exclude, ...relays], prev);
+      if (relay === undefined || relay.site !== site) continue;
+      relays.push(relay.id);
+      prev = relay;
+    }
+    return relays;
+  }
+
+  /** Links of the voice route between the sites of a path's end nodes (empty without `route`). */
+  #routeLinks(path: readonly string[]): string[] {
+    const a = this.#gw.node(path[0] ?? '')?.site;
+    const b = this.#gw.node(path[path.length - 1] ?? '')?.site;
+    if (this.#route === undefined || a === undefined || b === undefined || a === b) return [];
+    return [...(this.#route(a, b)?.links ?? [])];
   }
 
   /** Ingress on path[0], pipes between consecutive nodes, egress on the last; returns the ingress tuple. */
@@ -670,6 +807,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       }
       s.status = 'active';
       s.moves += 1;
+      s.links = this.#routeLinks(s.path);
       delete s.lastError;
       this.#scheduleStandby(s);
       this.#publish({ type: 'media.session.rerouted', data: { id: s.id, nodes: [...s.path], reason } });
@@ -729,9 +867,10 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
         s.moves += 1;
         return true;
       }
-      const path = [ingress.id, egress.id];
+      const path = [ingress.id, ...this.#relaysFor(ingress, egress, old), egress.id];
       s.ingress = await this.#buildChain(s, path);
       s.path = path;
+      s.links = this.#routeLinks(path);
       this.#publish({ type: 'media.session.moved', data: { id: s.id, ingress: s.ingress } });
       void this.#retireWhenFlowing(s, ingress.id, old);
     }
