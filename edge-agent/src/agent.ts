@@ -148,7 +148,8 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
     const engine = new ProbeEngine({
       ...this.#opts.probe,
       log: this.#baseLog,
-      bindHost: wildcard ? undefined : this.#endpoint.host,
+      // A wildcard reflector serves every address: probe from any too (the kernel picks the source).
+      bindHost: wildcard ? '0.0.0.0' : this.#endpoint.host,
     });
     try {
       await engine.start();

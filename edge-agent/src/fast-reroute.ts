@@ -236,14 +236,22 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
 
   #tick(): void {
     const now = performance.now();
+    const lost: Prober[] = [];
     for (const p of this.#probers.values()) {
       const rto = p.answeredOnce ? Math.max(p.srtt + this.#slack, p.srtt + 4 * p.rttvar) : 1000;
       for (const [seq, at] of p.pending) {
         if (now - at < rto) break; // insertion order = send order
         p.pending.delete(seq);
         this.#counters.lost++;
-        if (p.answeredOnce || now - p.startedAt > this.#warmup) this.#outcome(p, false);
+        if (p.answeredOnce || now - p.startedAt > this.#warmup) lost.push(p);
       }
+    }
+    // Backups' losses first: when the way back (the destination's route to us) breaks, primary and
+    // backup probes die together, and the backup must already count as down, or the route would
+    // move to a backup that is no better.
+    for (const p of lost) this.#outcome(p, false, 'backup');
+    for (const p of lost) this.#outcome(p, false, 'primary');
+    for (const p of this.#probers.values()) {
       if (p.socket === null) continue;
       const seq = p.seq++ >>> 0;
       p.pending.set(seq, now);
@@ -253,9 +261,10 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     }
   }
 
-  #outcome(p: Prober, answered: boolean): void {
+  #outcome(p: Prober, answered: boolean, only?: 'primary' | 'backup'): void {
     const actions: RerouteAction[] = [];
     for (const m of p.members) {
+      if (only !== undefined && m.role !== only) continue;
       const a = this.#decider.observe(m.slot, m.role, answered);
       if (a !== null) actions.push(a);
     }

@@ -8,6 +8,7 @@ export * from './lab';
 export * from './lab-plan';
 export * from './link-emulator';
 export * from './lab-command';
+export * from './lab-services';
 export * from './meridian-process';
 export * from './command-start';
 import { labCommand } from './lab-command';

@@ -5,8 +5,10 @@ import { parseArgs } from 'node:util';
 import { REFERENCE_TOPOLOGY_PATH, isTopologyError, loadTopology, type Topology } from '@meridian/topology';
 import { OpsError } from './errors';
 import { labDown, labFault, labStatus, labUp, type LabFault } from './lab';
+import { labServices } from './lab-services';
 
-const USAGE = `usage: meridian lab up [--topology FILE] [--json]
+const USAGE = `usage: meridian lab up [--topology FILE] [--json] [--redis URL] [--influx URL]
+                     [--no-services] [--no-fast-reroute]
        meridian lab down
        meridian lab status [--json]
        meridian lab fault LINK down|up|clear
@@ -67,15 +69,37 @@ export async function labCommand(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { topology: { type: 'string' }, json: { type: 'boolean' } },
+          options: {
+            topology: { type: 'string' },
+            json: { type: 'boolean' },
+            redis: { type: 'string' },
+            influx: { type: 'string' },
+            'no-services': { type: 'boolean' },
+            'no-fast-reroute': { type: 'boolean' },
+          },
           strict: true,
         });
-        const d = await labUp(loadTopologyFile(values.topology ?? REFERENCE_TOPOLOGY_PATH));
+        const topology = loadTopologyFile(values.topology ?? REFERENCE_TOPOLOGY_PATH);
+        const services =
+          values['no-services'] === true
+            ? {}
+            : {
+                startServices: labServices({
+                  ...(values.redis !== undefined ? { redisUrl: values.redis } : {}),
+                  ...(values.influx !== undefined ? { influxUrl: values.influx } : {}),
+                  ...(values['no-fast-reroute'] === true ? { fastReroute: false } : {}),
+                }),
+              };
+        const d = await labUp(topology, services);
         if (values.json === true) out(JSON.stringify(d));
         else {
           out(`lab up: ${d.sites.length} sites, ${d.links.length} links`);
           for (const s of d.sites) out(`  ${s.id}\t${s.netns}\t${s.address}`);
-          out('controller and agents: not started by this build (LabUpOptions.startServices hook)');
+          if (d.controller.http !== null) {
+            out(`controller: API http://${d.controller.http}/api/v1  gRPC ${d.controller.grpc ?? ''}`);
+            out(`API token: ${d.apiToken ?? ''}`);
+            out('every agent has applied its first policy');
+          } else out('controller and agents: not started (--no-services)');
         }
         return 0;
       }
