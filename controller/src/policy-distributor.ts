@@ -25,7 +25,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AgentGateway, AgentPresence } from './agent-gateway';
 import type { CompiledSitePolicy } from './policy-compiler';
-import type { PolicyRef } from './policy-store';
+import { policyJson, type PolicyRef } from './policy-store';
 import type { PolicyAck } from './proto';
 
 export type AgentPolicyStatus = 'pending' | 'applied' | 'failed';
@@ -116,7 +116,7 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
       const t: Target = {
         version: p.version,
         hash: p.hash,
-        json: JSON.stringify(p),
+        json: policyJson(p),
         status: 'pending',
         attempts: 0,
         appliedVersion: old?.appliedVersion ?? this.#gateway.presence(p.site)?.appliedPolicy.version ?? 0,

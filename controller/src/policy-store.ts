@@ -59,7 +59,7 @@ export interface PolicyStore {
   nextVersion(): Promise<number>;
   /** Raises the counter floor to at least `version` (a version seen at an agent). */
   observe(version: number): Promise<void>;
-  /** Records an issued version and makes its policies current for their sites. */
+  /** Records an issued version and makes its policies current for their sites (it keeps the frozen policies by reference). */
   commit(meta: PolicyVersionMeta, policies: readonly CompiledSitePolicy[]): Promise<void>;
   /** Current version and hash per site (only sites that ever got a policy). */
   current(): ReadonlyMap<string, PolicyRef>;
@@ -75,6 +75,21 @@ export interface PolicyStore {
   audit(action: string, detail: Record<string, unknown>): Promise<void>;
   /** The most recent audit entries, oldest first. */
   auditLog(limit?: number): Promise<AuditEntry[]>;
+}
+
+const jsonCache = new WeakMap<object, string>();
+
+/**
+ * The JSON of an issued policy, serialised once and shared by the store and the distributor (a
+ * 1,000-site version is tens of MB of JSON). Issued policies are frozen, so the cache cannot go stale.
+ */
+export function policyJson(p: CompiledSitePolicy): string {
+  let s = jsonCache.get(p);
+  if (s === undefined) {
+    s = JSON.stringify(p);
+    if (Object.isFrozen(p)) jsonCache.set(p, s);
+  }
+  return s;
 }
 
 export const POLICY_KEYS = {
@@ -162,7 +177,8 @@ export class MemoryPolicyStore extends BasePolicyStore implements PolicyStore {
 
   commit(meta: PolicyVersionMeta, policies: readonly CompiledSitePolicy[]): Promise<void> {
     for (const p of policies) {
-      this.#policies.set(`${p.site}\u0000${p.version}`, structuredClone(p));
+      // Issued policies are frozen: kept by reference, copied on the way out.
+      this.#policies.set(`${p.site}\u0000${p.version}`, p);
       this.currentRefs.set(p.site, { version: p.version, hash: p.hash });
     }
     this.remember(meta);
@@ -306,7 +322,7 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
     this.#ready(`write policy version ${meta.version}`);
     const m = this.#redis.multi();
     for (const p of policies) {
-      m.set(POLICY_KEYS.policy(p.site, p.version), JSON.stringify(p));
+      m.set(POLICY_KEYS.policy(p.site, p.version), policyJson(p));
       m.hset(POLICY_KEYS.current, p.site, JSON.stringify({ version: p.version, hash: p.hash }));
     }
     m.zadd(POLICY_KEYS.versions, meta.version, JSON.stringify(meta));
@@ -318,7 +334,7 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
       throw this.#fail(`writing policy version ${meta.version}`, err);
     }
     for (const p of policies) {
-      this.#cache.set(POLICY_KEYS.policy(p.site, p.version), structuredClone(p));
+      this.#cache.set(POLICY_KEYS.policy(p.site, p.version), p);
       this.currentRefs.set(p.site, { version: p.version, hash: p.hash });
     }
     this.remember(meta);

@@ -366,7 +366,10 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     let version: number;
     try {
       version = await this.#store.nextVersion();
-      for (const p of policies) p.version = version;
+      for (const p of policies) {
+        p.version = version;
+        Object.freeze(p); // issued: never changes again (policyJson caches its JSON)
+      }
       const meta: PolicyVersionMeta = {
         version,
         createdAt: new Date().toISOString(),
