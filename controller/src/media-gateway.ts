@@ -108,7 +108,7 @@ interface NodeMessage {
 /** One order's action: exactly one member set. */
 export type MediaOrderAction =
   | { createIngress: { codec: string; payloadType: number; ssrc: number } }
-  | { createPipeIn: { peer: string } }
+  | { createPipeIn: { peer: string; codec?: string; payloadType?: number } }
   | { createPipeOut: { peer: string; remote: MediaTuple } }
   | { connectPipeIn: { peer: string; remote: MediaTuple; kind: string; rtpParametersJson: string } }
   | { createEgress: { sink: MediaTuple; standby?: boolean } }

@@ -563,7 +563,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       for (let i = 1; i < next.length; i++) {
         const up = next[i - 1] as string;
         const down = next[i] as string;
-        if (!pairs.has(`${up}>${down}`)) await this.#pipe(s.id, up, down);
+        if (!pairs.has(`${up}>${down}`)) await this.#pipe(s, up, down);
       }
       s.path = next;
       s.links = links;
@@ -651,14 +651,18 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const ingress = await this.#step(first, id, {
       createIngress: { codec: r.codec, payloadType: r.payloadType, ssrc: r.ssrc },
     });
-    for (let i = 0; i + 1 < path.length; i++) await this.#pipe(id, path[i] as string, path[i + 1] as string);
+    for (let i = 0; i + 1 < path.length; i++) await this.#pipe(rec, path[i] as string, path[i + 1] as string);
     await this.#step(path[path.length - 1] as string, id, { createEgress: { sink: r.sink } });
     return tupleOf(ingress);
   }
 
   /** The three-step cross-process pipe `up` -> `down`. */
-  async #pipe(id: string, up: string, down: string): Promise<void> {
-    const pipeIn = await this.#step(down, id, { createPipeIn: { peer: up } });
+  async #pipe(s: SessionRecord, up: string, down: string): Promise<void> {
+    const { id, request: r } = s;
+    // The codec and payload type shape a new router on `down`: its egress keeps the source's PT.
+    const pipeIn = await this.#step(down, id, {
+      createPipeIn: { peer: up, codec: r.codec, payloadType: r.payloadType },
+    });
     const out = await this.#step(up, id, { createPipeOut: { peer: down, remote: tupleOf(pipeIn) } });
     await this.#step(down, id, {
       connectPipeIn: {
@@ -701,9 +705,9 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     } else {
       // The same node again (its worker restarted): its old pipe-out stands in the way.
       if (node === old) await this.#gw.order(prev, s.id, { closePipeOut: { peer: old } });
-      await this.#pipe(s.id, prev, node);
+      await this.#pipe(s, prev, node);
     }
-    if (next !== undefined) await this.#pipe(s.id, node, next);
+    if (next !== undefined) await this.#pipe(s, node, next);
     else await this.#step(node, s.id, { createEgress: { sink: r.sink } });
     s.path[k] = node;
     if (prev !== undefined && node !== old) void this.#gw.order(prev, s.id, { closePipeOut: { peer: old } });
@@ -891,7 +895,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const node = this.#pick(s.request.egressSite, s.path, this.#gw.node(from));
     if (node === undefined) return;
     try {
-      await this.#pipe(s.id, from, node.id);
+      await this.#pipe(s, from, node.id);
       await this.#step(node.id, s.id, { createEgress: { sink: s.request.sink, standby: true } });
       if (this.#sessions.get(s.id) !== s) {
         this.#teardown(s.id, [node.id]);

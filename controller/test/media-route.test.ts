@@ -253,6 +253,11 @@ if (skip !== undefined) {
       const v = media.steering.get(r.value.id);
       t.same(v?.sites, ['bj1', 'hz1', 'sh1']);
       t.equal(v?.status, 'active');
+      t.same(
+        [...new Set(sink.packets.map((p) => p.payloadType))],
+        [111],
+        "the sink hears the source's payload type, before and after the re-steer",
+      );
       const gap = maxGapAfter(sink.packets, downAt - 40);
       console.log(`# link bj1-gz1 down: re-steered in ${ms} ms, largest gap at the sink ${gap} ms`);
       // The route loop's own change arrives after the link change: nothing more moves.

@@ -24,8 +24,26 @@ export function isCodecName(value: string): value is CodecName {
   return (CODEC_NAMES as readonly string[]).includes(value);
 }
 
-/** Media codecs of every router a node creates: all the codecs an ingress leg may carry. */
-export function routerMediaCodecs(): ms.RtpCodecCapability[] {
+/**
+ * Media codecs of a session's router. Without a codec: all the codecs an ingress leg may carry,
+ * payload types chosen by mediasoup. With the session's codec and payload type: that codec alone,
+ * with that payload type as `preferredPayloadType`. A consumer sends the payload type of its
+ * router's codec (mediasoup copies the router's mapped codec into the consumer's RTP parameters),
+ * so this is what makes the egress keep the source's payload type.
+ */
+export function routerMediaCodecs(session?: {
+  codec: CodecName;
+  payloadType: number;
+}): ms.RtpCodecCapability[] {
+  if (session !== undefined) {
+    const c = CODECS[session.codec];
+    const base = { kind: 'audio' as const, mimeType: c.mimeType, clockRate: c.clockRate };
+    return [
+      c.channels === undefined
+        ? { ...base, preferredPayloadType: session.payloadType }
+        : { ...base, channels: c.channels, preferredPayloadType: session.payloadType },
+    ];
+  }
   return CODEC_NAMES.map((name) => {
     const c = CODECS[name];
     return c.channels === undefined

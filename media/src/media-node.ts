@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import * as mediasoup from 'mediasoup';
 import type { types as ms } from 'mediasoup';
 import pino, { type Logger } from 'pino';
-import { CODEC_NAMES, isCodecName, routerMediaCodecs } from './codecs';
+import { CODEC_NAMES, isCodecName, routerMediaCodecs, type CodecName } from './codecs';
 import { MediaError, toMediaError } from './errors';
 import type { Tuple } from './media-leg';
 import { RtpMonitor, type LegHealth } from './rtp-monitor';
@@ -213,15 +213,22 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
 
   /** Creates (or returns) the ingress leg of a session: where the RTP source must send. */
   createIngress(sessionId: string, spec: IngressSpec): Promise<Tuple> {
-    return this.#order(sessionId, true, (s) => {
-      checkIngress(sessionId, spec);
-      return s.ensureIngress(spec);
-    });
+    try {
+      checkIngress(sessionId, spec); // before the router is shaped after it
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#order(sessionId, { codec: spec.codec, payloadType: spec.payloadType }, (s) =>
+      s.ensureIngress(spec),
+    );
   }
 
-  /** Pipe step 1 (downstream node): a pipe-in from `peer`; returns its tuple for the upstream node. */
-  createPipeIn(sessionId: string, peer: string): Promise<Tuple> {
-    return this.#order(sessionId, true, (s) => s.ensurePipeIn(peer));
+  /**
+   * Pipe step 1 (downstream node): a pipe-in from `peer`; returns its tuple for the upstream node.
+   * `media` (the session's codec and payload type) shapes the router when the session is new here.
+   */
+  createPipeIn(sessionId: string, peer: string, media?: RouterCodec): Promise<Tuple> {
+    return this.#order(sessionId, media ?? true, (s) => s.ensurePipeIn(peer));
   }
 
   /** Pipe step 2 (upstream node): a pipe-out to `peer`'s pipe-in at `remote`. */
@@ -424,14 +431,21 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     this.#observer.emit('workerrestarted', info);
   }
 
-  /** Runs an order on a session (creating the session first when `create` and it is new). */
-  #order<T>(sessionId: string, create: boolean, fn: (s: SessionLegs) => Promise<T>): Promise<T> {
+  /**
+   * Runs an order on a session (creating the session first when `create` and it is new; a codec
+   * given as `create` sets the new router's payload type for it).
+   */
+  #order<T>(
+    sessionId: string,
+    create: boolean | RouterCodec,
+    fn: (s: SessionLegs) => Promise<T>,
+  ): Promise<T> {
     return this.#serial(sessionId, async () => {
       if (this.#closed)
         throw new MediaError('MEDIA_ERR_CLOSED', `node ${this.#nodeId} is closing`, { sessionId });
       const session = this.#sessions.get(sessionId);
       if (session === undefined) {
-        if (!create) {
+        if (create === false) {
           throw new MediaError(
             'MEDIA_ERR_UNKNOWN_SESSION',
             `node ${this.#nodeId} carries no session '${sessionId}'`,
@@ -440,7 +454,7 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
             },
           );
         }
-        const created = await this.#newSession(sessionId);
+        const created = await this.#newSession(sessionId, create === true ? undefined : create);
         try {
           return await fn(created);
         } catch (err) {
@@ -469,7 +483,7 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     return run;
   }
 
-  async #newSession(sessionId: string): Promise<SessionLegs> {
+  async #newSession(sessionId: string, media: RouterCodec | undefined): Promise<SessionLegs> {
     let best = this.#bestSlot();
     if (best === undefined && this.#slots.some((s) => s.worker === undefined)) {
       // A worker is being restarted (it died a moment ago): an order arriving now, typically the
@@ -477,7 +491,7 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
       await this.#waitRestart(2000);
       best = this.#bestSlot();
     }
-    return this.#createSession(sessionId, best);
+    return this.#createSession(sessionId, best, media);
   }
 
   #bestSlot(): WorkerSlot | undefined {
@@ -504,7 +518,11 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     });
   }
 
-  async #createSession(sessionId: string, best: WorkerSlot | undefined): Promise<SessionLegs> {
+  async #createSession(
+    sessionId: string,
+    best: WorkerSlot | undefined,
+    media: RouterCodec | undefined,
+  ): Promise<SessionLegs> {
     if (best === undefined) {
       const alive = this.#slots.filter((s) => s.worker !== undefined && !s.worker.closed).length;
       throw new MediaError(
@@ -520,7 +538,7 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     slot.sessions.add(sessionId); // reserve before awaiting, so concurrent sessions spread
     let router: ms.Router;
     try {
-      router = await worker.createRouter({ mediaCodecs: routerMediaCodecs() });
+      router = await worker.createRouter({ mediaCodecs: routerMediaCodecs(media) });
     } catch (err) {
       slot.sessions.delete(sessionId);
       throw toMediaError(err, `node ${this.#nodeId}: create router on worker ${slot.index}`, sessionId);
@@ -559,6 +577,12 @@ function checkTuple(sessionId: string, what: string, t: Tuple): void {
       { sessionId },
     );
   }
+}
+
+/** The codec a new session's router is shaped after (see `routerMediaCodecs`). */
+export interface RouterCodec {
+  codec: CodecName;
+  payloadType: number;
 }
 
 function checkIngress(sessionId: string, spec: IngressSpec): void {

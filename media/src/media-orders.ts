@@ -22,7 +22,11 @@ const ACTION_SCHEMAS = {
     payloadType: Type.Integer({ minimum: 0, maximum: 127 }),
     ssrc: Type.Integer({ minimum: 0, maximum: 0xffffffff }),
   }),
-  createPipeIn: Type.Object({ peer: Peer }),
+  createPipeIn: Type.Object({
+    peer: Peer,
+    codec: Type.Optional(Type.String()),
+    payloadType: Type.Optional(Type.Integer({ minimum: 0, maximum: 127 })),
+  }),
   createPipeOut: Type.Object({ peer: Peer, remote: TupleSchema }),
   connectPipeIn: Type.Object({
     peer: Peer,
@@ -122,8 +126,15 @@ export async function executeOrder(
         }
         return { ok: { tuple: await node.createIngress(sessionId, { codec, payloadType, ssrc }) } };
       }
-      case 'createPipeIn':
-        return { ok: { tuple: await node.createPipeIn(sessionId, order.args.peer) } };
+      case 'createPipeIn': {
+        // An unknown or empty codec leaves the router's default payload types (older controllers).
+        const { peer, codec, payloadType } = order.args;
+        const media =
+          codec !== undefined && isCodecName(codec) && payloadType !== undefined
+            ? { codec, payloadType }
+            : undefined;
+        return { ok: { tuple: await node.createPipeIn(sessionId, peer, media) } };
+      }
       case 'createPipeOut': {
         const out = await node.createPipeOut(sessionId, order.args.peer, order.args.remote);
         return {

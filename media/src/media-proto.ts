@@ -192,7 +192,7 @@ export interface PbOrder {
   orderId: string;
   sessionId: string;
   createIngress?: { codec: string; payloadType: number; ssrc: number } | null;
-  createPipeIn?: { peer: string } | null;
+  createPipeIn?: { peer: string; codec?: string; payloadType?: number } | null;
   createPipeOut?: { peer: string; remote?: PbTuple | null } | null;
   connectPipeIn?: { peer: string; remote?: PbTuple | null; kind: string; rtpParametersJson: string } | null;
   createEgress?: { sink?: PbTuple | null; standby?: boolean } | null;
