@@ -216,7 +216,7 @@ export class MediaNode extends EventEmitter<MediaNodeEvents> {
     try {
       checkIngress(sessionId, spec); // before the router is shaped after it
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     return this.#order(sessionId, { codec: spec.codec, payloadType: spec.payloadType }, (s) =>
       s.ensureIngress(spec),
