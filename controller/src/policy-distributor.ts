@@ -15,9 +15,9 @@
  * - going back is only ever a NEW version whose content equals an old one (rollback), so the agent
  *   sees a higher version number with older content, never a lower number;
  * - on (re)connect the hello says what the agent has: the same version and hash -> `applied`, no
- *   push; anything else -> the target is re-sent. A hello with a version above the target (an
- *   embedded controller that restarted and lost its counter) is handed to `onAgentAhead`, which
- *   re-issues the content under a version above it.
+ *   push; a lower version -> the target is re-sent. A hello with the target's number but another
+ *   hash, or a higher number (an embedded controller that restarted and lost its counter), is
+ *   handed to `onAgentAhead`, which re-issues the content under a version above it.
  * An explicit refusal is not retried (the same content would fail the same way); the next version,
  * a reconnect or a rollback pushes again.
  */
@@ -219,10 +219,12 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
       if (t.status !== 'applied') this.#settle(p.site, t, 'applied', null);
       return;
     }
-    if (held.version > t.version) {
+    // Same number, other content (or a higher number): an embedded controller restarted and its
+    // counter started again. Pushing would reuse a number the agent already has for other content.
+    if (held.version >= t.version) {
       this.#log.warn(
         { site: p.site, held: held.version, target: t.version },
-        'agent holds a version above its target: re-issuing',
+        'agent holds a version number at or above its target: re-issuing above it',
       );
       this.#onAgentAhead?.(p.site, { version: held.version, hash: held.hash });
       return;

@@ -210,3 +210,24 @@ t.test('embedded: a restarted controller re-issues above the versions its agents
   );
   t.equal(b.policies.versions().at(-1)!.reason, 'reissue');
 });
+
+t.test(
+  'a hello with the target number but other content: re-issued under a new number, never re-used',
+  async (t) => {
+    const c = await startController({ addressing: plan });
+    t.teardown(() => c.stop());
+    t.equal(c.distributor.statusOf('sh2')!.version, 1);
+    const a = new PolicyAgent('sh2', c.ports.grpc);
+    a.applied = { version: 1, hash: 'f'.repeat(64) }; // v1 of an earlier, embedded controller
+    await a.connect();
+    t.teardown(() => a.close());
+    const push = await a.waitPush(() => true);
+    t.equal(push.version, 2, 'not v1 again');
+    t.equal(push.hash, c.distributor.statusOf('sh2')!.hash);
+    await eventually(() => c.distributor.statusOf('sh2')!.status === 'applied');
+    t.notOk(
+      a.pushes.some((p) => p.version === 1),
+      'v1 never sent with other content',
+    );
+  },
+);
