@@ -163,6 +163,8 @@ export type MediaGatewayEvents = {
   nodedown: [MediaNodeRecord, string];
   nodeevent: [MediaNodeRecord, MediaNodeEventMsg];
   load: [MediaNodeRecord];
+  /** A node reported the health of its legs (`record.legs` is up to date). */
+  health: [MediaNodeRecord];
 };
 
 /** Loads `meridian.v1.MediaControl` from controller/proto/media.proto (src or dist layout). */
@@ -387,6 +389,7 @@ export class MediaGateway extends EventEmitter<MediaGatewayEvents> {
         if (m.health) {
           record.legs.clear();
           for (const leg of m.health.legs) record.legs.set(leg.legId, leg);
+          this.emit('health', record);
         }
         return;
       case 'result': {

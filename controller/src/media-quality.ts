@@ -63,3 +63,53 @@ export function combineLossPct(legs: Array<{ packets: number; packetsLost: numbe
   }
   return (1 - keep) * 100;
 }
+
+/**
+ * Per-leg packet and loss counters over a recent window (default 5 s), so a session's MOS reflects
+ * the last seconds rather than its whole life (a burst of loss an hour ago must not weigh forever,
+ * nor a clean hour hide a lossy minute). Fed with the cumulative counters of every health report;
+ * `recent()` is the difference between the newest sample and the newest one at least a window old
+ * (or the oldest kept, early in a leg's life).
+ */
+export class LossWindow {
+  readonly #windowMs: number;
+  readonly #samples = new Map<string, Array<{ at: number; packets: number; lost: number }>>();
+
+  constructor(windowMs = 5000) {
+    this.#windowMs = windowMs;
+  }
+
+  get windowMs(): number {
+    return this.#windowMs;
+  }
+
+  /** Records the cumulative counters of leg `key` at time `at` (ms). */
+  record(key: string, at: number, packets: number, lost: number): void {
+    let arr = this.#samples.get(key);
+    if (arr === undefined) {
+      arr = [];
+      this.#samples.set(key, arr);
+    }
+    const last = arr[arr.length - 1];
+    // Counters going back mean a new leg under the same key (a re-created transport): start over.
+    if (last !== undefined && (packets < last.packets || lost < last.lost)) arr.length = 0;
+    arr.push({ at, packets, lost });
+    // Keep exactly one sample at or before the window's start.
+    while (arr.length > 2 && (arr[1] as { at: number }).at <= at - this.#windowMs) arr.shift();
+  }
+
+  /** Packets and losses of leg `key` within the window; undefined when never recorded. */
+  recent(key: string): { packets: number; packetsLost: number } | undefined {
+    const arr = this.#samples.get(key);
+    const last = arr?.[arr.length - 1];
+    const first = arr?.[0];
+    if (last === undefined || first === undefined) return undefined;
+    if (arr !== undefined && arr.length === 1) return { packets: last.packets, packetsLost: last.lost };
+    return { packets: last.packets - first.packets, packetsLost: last.lost - first.lost };
+  }
+
+  /** Forgets every key for which `keep` is false. */
+  prune(keep: (key: string) => boolean): void {
+    for (const k of this.#samples.keys()) if (!keep(k)) this.#samples.delete(k);
+  }
+}

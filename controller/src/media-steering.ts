@@ -33,7 +33,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Logger } from 'pino';
 import type { ControllerErrorCode } from './errors';
-import { combineLossPct, eModel, type QualityEstimate } from './media-quality';
+import { LossWindow, combineLossPct, eModel, type QualityEstimate } from './media-quality';
 import type {
   MediaSessionStateMsg,
   MediaGateway,
@@ -66,6 +66,7 @@ const requestCheck = TypeCompiler.Compile(MediaSessionRequest);
 
 export interface MediaLegView {
   node: string;
+  legId: string;
   kind: string;
   peer: string;
   state: string;
@@ -143,6 +144,8 @@ export interface MediaSteeringOptions {
   route?: (fromSite: string, toSite: string) => VoicePath | null;
   /** Intermediate sites of the voice route (relay candidates), when `route` is not given. Default none. */
   relaySites?: (fromSite: string, toSite: string) => string[];
+  /** Window of the loss behind the MOS estimate (ms). Default 5000. */
+  qualityWindowMs?: number;
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
   drainGraceMs?: number;
   /**
@@ -214,6 +217,8 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #sessions = new Map<string, SessionRecord>();
   readonly #queues = new Map<string, Promise<unknown>>();
   #closed = false;
+  /** Recent loss per leg (`node/legId`) for the quality estimate. */
+  readonly #loss: LossWindow;
   readonly #observer = new EventEmitter<MediaSteeringEvents>();
 
   constructor(options: MediaSteeringOptions) {
@@ -235,6 +240,13 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#adoptGraceMs = options.adoptGraceMs ?? 5000;
     this.#reachable = options.reachable ?? (() => true);
     this.#warmStandby = options.warmStandby ?? false;
+    this.#loss = new LossWindow(options.qualityWindowMs ?? 5000);
+    this.#gw.on('health', (node) => {
+      const now = Date.now();
+      for (const l of node.legs.values())
+        this.#loss.record(`${node.id}/${l.legId}`, now, l.packets, l.packetsLost);
+      this.#loss.prune((k) => !k.startsWith(`${node.id}/`) || node.legs.has(k.slice(node.id.length + 1)));
+    });
     this.#gw.on('nodedown', (node, why) => this.#onNodeDown(node, why));
     this.#gw.on('nodeup', (node) => {
       this.#publish({ type: 'media.node.up', data: { id: node.id, site: node.site } });
@@ -972,6 +984,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       for (const l of n?.legs.values() ?? []) {
         if (l.sessionId === s.id)
           legs.push({
+            legId: l.legId,
             packetsLost: l.packetsLost,
             jitterMs: l.jitterMs,
             node: id,
@@ -1012,7 +1025,8 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     return eModel({
       codec: s.request.codec,
       pathDelayMs: Number.isFinite(path) ? path : 0,
-      lossPct: combineLossPct(inbound),
+      // Loss over the recent window (cumulative only for a leg never sampled yet).
+      lossPct: combineLossPct(inbound.map((l) => this.#loss.recent(`${l.node}/${l.legId}`) ?? l)),
       jitterMs: inbound.reduce((m, l) => Math.max(m, l.jitterMs), 0),
     });
   }

@@ -1,6 +1,6 @@
 /** The simplified E-model behind the media sessions' MOS. */
 import t from 'tap';
-import { combineLossPct, eModel, mosFromR } from '../src/media-quality';
+import { LossWindow, combineLossPct, eModel, mosFromR } from '../src/media-quality';
 
 t.test('R to MOS follows G.107 Annex B', (t) => {
   t.equal(mosFromR(0), 1);
@@ -35,5 +35,24 @@ t.test('loss combines along legs as 1 - prod(1 - loss)', (t) => {
     19,
   );
   t.equal(combineLossPct([{ packets: 0, packetsLost: 0 }]), 0, 'no traffic: no loss');
+  t.end();
+});
+
+t.test('loss is measured over a recent window, not since the start', (t) => {
+  const w = new LossWindow(5000);
+  t.equal(w.recent('a'), undefined);
+  w.record('a', 0, 100, 0);
+  t.same(w.recent('a'), { packets: 100, packetsLost: 0 }, 'one sample: its counters');
+  // A lossy second at t = 1 s, then ten clean seconds.
+  w.record('a', 1000, 140, 10);
+  t.same(w.recent('a'), { packets: 40, packetsLost: 10 });
+  for (let at = 2000; at <= 11000; at += 1000) w.record('a', at, 140 + ((at - 1000) / 1000) * 50, 10);
+  t.same(w.recent('a'), { packets: 250, packetsLost: 0 }, 'the old burst left the window');
+  t.equal(combineLossPct([w.recent('a') ?? { packets: 0, packetsLost: 0 }]), 0);
+  // Counters going back: a new leg under the same key.
+  w.record('a', 12000, 5, 1);
+  t.same(w.recent('a'), { packets: 5, packetsLost: 1 });
+  w.prune((k) => k !== 'a');
+  t.equal(w.recent('a'), undefined, 'pruned');
   t.end();
 });
