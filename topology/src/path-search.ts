@@ -388,6 +388,11 @@ export interface LabelQuery extends BoundedQuery {
   readonly firstLinkNot?: number;
   /** Resources of a fixed prefix ending at `src` (default: the empty prefix). */
   readonly init?: LabelInit;
+  /**
+   * Give up (return `'budget'`) after creating this many labels: lets a caller try cheap shared
+   * bounds first and pay for tight ones only when the search turns out to be large.
+   */
+  readonly maxLabels?: number;
 }
 
 export interface LabelInit {
@@ -459,7 +464,9 @@ function labelPrefixCmp(g: RouteGraph, a: Label, b: Label): number {
  * (fewer hops, no metric larger). Labels are popped in order of their lower bound, so the search
  * stops as soon as the best complete path found ranks before every open label.
  */
-export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null {
+export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 'budget' {
+  const maxLabels = q.maxLabels ?? Infinity;
+  let labels = 0;
   const { src, dst, allowed, sla, mode, penalty, blocked, firstLinkNot } = q;
   const penaltyBound = q.penaltyBound ?? g.zeros;
   const { w1, w2, w3 } = q.weights;
@@ -618,6 +625,7 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null {
         }
       }
       if (dominated) continue;
+      if (++labels > maxLabels) return 'budget';
       atNode[v]!.push(next);
       push(next);
     }

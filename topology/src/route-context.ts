@@ -43,6 +43,9 @@ export interface UsableSet {
 }
 
 type TreeKind = Objective | 'lat' | 'jit' | 'loss';
+
+/** Label budget of a first, cheap attempt (shared bounds) before building bounds for one search. */
+const CHEAP_SEARCH_LABELS = 2000;
 const KIND_INDEX: Record<TreeKind, number> = { latency: 0, cost: 1, hops: 2, lat: 3, jit: 4, loss: 5 };
 
 export class RouteContext {
@@ -176,7 +179,11 @@ export class RouteContext {
   /** Best path other than `forbid` (by deviation from it: see {@link RouteContext.#deviations}). */
   #search(q: LabelQuery, forbid: readonly number[]): number[] | null;
   #search(q: LabelQuery, forbid?: readonly number[]): number[] | null {
-    if (forbid === undefined) return labelSearch(this.graph, q)?.links ?? null;
+    if (forbid === undefined) {
+      const r = labelSearch(this.graph, q);
+      if (r === 'budget') throw new Error('labelSearch: budget without maxLabels');
+      return r?.links ?? null;
+    }
     return this.#deviations(q, forbid);
   }
 
@@ -196,45 +203,16 @@ export class RouteContext {
     let best: { r: LabelResult; links: number[] } | null = null;
     for (let i = 0; i < forbid.length; i++) {
       const e = forbid[i]!;
-      // Bounds over what this deviation may use (no passed site, not the primary's link here): the
-      // shared trees route through those and are too weak to prove quickly that nothing fits.
-      const reduced = q.allowed.slice();
-      reduced[e] = 0;
-      for (let k = g.adjStart[at]!; k < g.adjStart[at + 1]!; k++) {
-        const v = g.adjNbr[k]!;
-        if (blocked[v] === 1) reduced[g.adjLink[k]!] = 0;
-      }
-      for (let x = 0; x < g.n; x++) {
-        if (blocked[x] === 0) continue;
-        for (let k = g.adjStart[x]!; k < g.adjStart[x + 1]!; k++) reduced[g.adjLink[k]!] = 0;
-      }
-      const lat = shortestTree(g, q.dst, reduced, this.weights('lat')).d1;
-      const jit = shortestTree(g, q.dst, reduced, this.weights('jit')).d1;
-      const loss = shortestTree(g, q.dst, reduced, this.weights('loss')).d1;
-      const hopeless =
-        lat[at] === Infinity ||
-        (q.mode === 'feasible' &&
-          (init.lat + lat[at]! > toUnits(q.sla.maxLatencyMs) ||
-            init.jit + jit[at]! > toUnits(q.sla.maxJitterMs) ||
-            !lossWithin(100 * -Math.expm1(-(init.lossLog + loss[at]!)) * (1 - 1e-12), q.sla.maxLossPct)));
-      const r = hopeless
-        ? null
-        : labelSearch(g, {
-            ...q,
-            allowed: reduced,
-            bound: shortestTree(g, q.dst, reduced, q.weights),
-            slaBounds: { lat, jit, loss },
-            ...(q.penalty === undefined
-              ? {}
-              : {
-                  penaltyBound: shortestTree(g, q.dst, reduced, { w1: q.penalty, w2: g.zeros, w3: g.zeros })
-                    .d1,
-                }),
-            src: at,
-            blocked,
-            firstLinkNot: e,
-            init,
-          });
+      // First with the shared bounds and a label budget: most deviations are small searches.
+      let r: LabelResult | null | 'budget' = labelSearch(g, {
+        ...q,
+        src: at,
+        blocked,
+        firstLinkNot: e,
+        init,
+        maxLabels: CHEAP_SEARCH_LABELS,
+      });
+      if (r === 'budget') r = this.#deviationTight(q, at, e, blocked, init);
       if (r !== null) {
         const links = [...forbid.slice(0, i), ...r.links];
         if (best === null || this.#compareFull(q.src, r, links, best.r, best.links) < 0) best = { r, links };
@@ -254,6 +232,50 @@ export class RouteContext {
       at = g.other(e, at);
     }
     return best === null ? null : best.links;
+  }
+
+  /** A deviation search with bounds over exactly what it may use (no passed site, not link `e`). */
+  #deviationTight(
+    q: LabelQuery,
+    at: number,
+    e: number,
+    blocked: Uint8Array,
+    init: LabelInit,
+  ): LabelResult | null {
+    const g = this.graph;
+    // Bounds over what this deviation may use (no passed site, not the primary's link here): the
+    // shared trees route through those and are too weak to prove quickly that nothing fits.
+    const reduced = q.allowed.slice();
+    reduced[e] = 0;
+    for (let x = 0; x < g.n; x++) {
+      if (blocked[x] === 0) continue;
+      for (let k = g.adjStart[x]!; k < g.adjStart[x + 1]!; k++) reduced[g.adjLink[k]!] = 0;
+    }
+    const lat = shortestTree(g, q.dst, reduced, this.weights('lat')).d1;
+    const jit = shortestTree(g, q.dst, reduced, this.weights('jit')).d1;
+    const loss = shortestTree(g, q.dst, reduced, this.weights('loss')).d1;
+    const hopeless =
+      lat[at] === Infinity ||
+      (q.mode === 'feasible' &&
+        (init.lat + lat[at]! > toUnits(q.sla.maxLatencyMs) ||
+          init.jit + jit[at]! > toUnits(q.sla.maxJitterMs) ||
+          !lossWithin(100 * -Math.expm1(-(init.lossLog + loss[at]!)) * (1 - 1e-12), q.sla.maxLossPct)));
+    if (hopeless) return null;
+    const r = labelSearch(g, {
+      ...q,
+      allowed: reduced,
+      bound: shortestTree(g, q.dst, reduced, q.weights),
+      slaBounds: { lat, jit, loss },
+      ...(q.penalty === undefined
+        ? {}
+        : { penaltyBound: shortestTree(g, q.dst, reduced, { w1: q.penalty, w2: g.zeros, w3: g.zeros }).d1 }),
+      src: at,
+      blocked,
+      firstLinkNot: e,
+      init,
+    });
+    if (r === 'budget') throw new Error('labelSearch: budget without maxLabels');
+    return r;
   }
 
   #compareFull(
@@ -413,22 +435,28 @@ export class RouteContext {
     if (!noDisjointPath) {
       const without = set.allowed.slice();
       for (const e of primary) without[e] = 0;
-      const disjoint = this.#search({
-        src,
-        dst,
-        allowed: without,
-        weights: w,
-        // Bounds over the graph without the primary's links: the set's trees route through them,
-        // too weak to prove quickly that no feasible disjoint path exists.
-        bound: shortestTree(g, dst, without, w),
-        slaBounds: {
-          lat: shortestTree(g, dst, without, this.weights('lat')).d1,
-          jit: shortestTree(g, dst, without, this.weights('jit')).d1,
-          loss: shortestTree(g, dst, without, this.weights('loss')).d1,
-        },
-        sla: cls.sla,
-        mode: 'feasible',
+      const base = { src, dst, allowed: without, weights: w, sla: cls.sla, mode: 'feasible' as const };
+      // First with the set's shared trees and a label budget; when that search turns out large
+      // (typically: nothing feasible avoids the primary), again with bounds over the graph without
+      // the primary's links, which the shared trees route through.
+      let found = labelSearch(g, {
+        ...base,
+        ...this.#searchBounds(set, cls.objective, dst),
+        maxLabels: CHEAP_SEARCH_LABELS,
       });
+      if (found === 'budget') {
+        found = labelSearch(g, {
+          ...base,
+          bound: shortestTree(g, dst, without, w),
+          slaBounds: {
+            lat: shortestTree(g, dst, without, this.weights('lat')).d1,
+            jit: shortestTree(g, dst, without, this.weights('jit')).d1,
+            loss: shortestTree(g, dst, without, this.weights('loss')).d1,
+          },
+        });
+        if (found === 'budget') throw new Error('labelSearch: budget without maxLabels');
+      }
+      const disjoint = found?.links ?? null;
       if (disjoint !== null) return disjoint;
     }
     const penalty = new Float64Array(g.m);
