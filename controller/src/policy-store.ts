@@ -251,6 +251,11 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
     if (this.#started) return;
     this.#started = true;
     this.#redis.on('ready', () => void this.#load().catch(() => undefined));
+    // A Redis that comes back empty (no persistence) must not hand out numbers already issued.
+    this.#redis.on('ready', () => {
+      const top = this.metas.at(-1)?.version ?? 0;
+      if (this.#loaded && top > 0) void this.observe(top).catch(() => undefined);
+    });
     if (this.#redis.status !== 'ready') {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.#connectWaitMs);

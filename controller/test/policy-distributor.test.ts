@@ -231,3 +231,40 @@ t.test(
     );
   },
 );
+
+t.test(
+  'Redis down at start: no version until it is back, then issued and applied; a Redis that comes back empty does not re-use numbers',
+  async (t) => {
+    const redis = await ops.startRedis();
+    t.teardown(() => redis.dispose());
+    await redis.stop();
+    const c = await startController({ addressing: plan, redisUrl: redis.url, routeLoop: { retryMs: 200 } });
+    t.teardown(() => c.stop());
+    const agents = await connectAgents(c, SITES);
+    t.teardown(() => {
+      for (const a of agents.values()) a.close();
+    });
+    t.equal(c.policies.versions().length, 0, 'nothing issued without Redis');
+    t.equal(c.routeLoop.cycles()[0]?.error?.code, 'CTRL_ERR_POLICY_STORE');
+    await redis.restart();
+    await eventually(() => allApplied(c, SITES), 20_000, 'v1 applied once Redis is back');
+    t.equal(c.distributor.statusOf('bj1')!.version, 1);
+
+    await redis.stop();
+    await redis.restart(); // empty again
+    const reader = new Redis(redis.url);
+    t.teardown(() => reader.disconnect());
+    await eventually(
+      async () => Number(await reader.get('meridian:policy:seq')) >= 1,
+      20_000,
+      'counter raised',
+    );
+    flap(agents.get('bj1')!, false);
+    await eventually(
+      () => c.policies.versions().length === 2 && allApplied(c, SITES),
+      20_000,
+      'next version',
+    );
+    t.equal(c.policies.versions().at(-1)!.version, 2, 'not 1 again');
+  },
+);
