@@ -132,24 +132,27 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
 
   /** Per-agent status of every site that has a target, sorted by site. */
   status(): AgentPolicyState[] {
-    return [...this.#targets.entries()]
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([site, t]) => ({
-        site,
-        status: t.status,
-        version: t.version,
-        hash: t.hash,
-        appliedVersion: t.appliedVersion,
-        connected: this.#connected.has(site),
-        attempts: t.attempts,
-        error: t.error,
-        updatedAt: new Date(t.updatedAt).toISOString(),
-      }));
+    return [...this.#targets.keys()]
+      .sort()
+      .map((site) => this.statusOf(site))
+      .filter((s) => s !== undefined);
   }
 
   /** The status of one site, or undefined when it has no target. */
   statusOf(site: string): AgentPolicyState | undefined {
-    return this.status().find((s) => s.site === site);
+    const t = this.#targets.get(site);
+    if (t === undefined) return undefined;
+    return {
+      site,
+      status: t.status,
+      version: t.version,
+      hash: t.hash,
+      appliedVersion: t.appliedVersion,
+      connected: this.#connected.has(site),
+      attempts: t.attempts,
+      error: t.error,
+      updatedAt: new Date(t.updatedAt).toISOString(),
+    };
   }
 
   close(): void {

@@ -175,7 +175,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       state: { links },
       hysteresis: opts.hysteresis === undefined ? DEFAULT_MARGINS : opts.hysteresis,
     });
-    this.#distributor.on('settled', (site, version) => this.#settled(site, version));
+    this.#distributor.on('settled', (site, version, ok) => this.#settled(site, version, ok));
   }
 
   /** The routes in force (with hysteresis), in `computeRoutes` order. */
@@ -411,11 +411,10 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     return version;
   }
 
-  #settled(site: string, version: number): void {
+  #settled(site: string, version: number, ok: boolean): void {
     const open = this.#open.get(version);
     if (open === undefined || !open.waiting.delete(site)) return;
-    const st = this.#distributor.statusOf(site);
-    if (st?.status === 'applied') open.record.acked++;
+    if (ok) open.record.acked++;
     else open.record.failed++;
     if (open.waiting.size === 0 && open.pushEnd > 0) this.#complete(version);
   }
