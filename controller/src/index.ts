@@ -43,6 +43,7 @@ export * from './media-gateway';
 export * from './media-steering';
 export * from './media-routes';
 export * from './media-service';
+export * from './media-session-store';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
 export const commands: Record<string, (argv: string[]) => Promise<number>> = {

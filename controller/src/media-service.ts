@@ -13,6 +13,7 @@ import { linkStateOf, type LinkChange } from './link-estimator';
 import type { HistoryWriter } from './history-writer';
 import { MediaGateway, type MediaNodeRecord } from './media-gateway';
 import { mediaEventsRoute, mediaRoutes } from './media-routes';
+import { RedisMediaSessionStore } from './media-session-store';
 import { MediaSteering, type VoicePath } from './media-steering';
 
 interface SiteRoutes {
@@ -263,6 +264,11 @@ export function attachMediaSteering(
      * EventSource); without it, the events route takes the bearer header only.
      */
     apiToken?: string;
+    /**
+     * The controller's Redis (`--redis`): sessions are kept at `meridian:media:session:<id>`, so a
+     * restarted controller adopts them with their requested sites. Without it: memory only.
+     */
+    redisUrl?: string;
     log?: Logger;
     orderTimeoutMs?: number;
     adoptGraceMs?: number;
@@ -288,6 +294,9 @@ export function attachMediaSteering(
     ...(opts.adoptGraceMs === undefined ? {} : { adoptGraceMs: opts.adoptGraceMs }),
     ...(opts.warmStandby === undefined ? {} : { warmStandby: opts.warmStandby }),
     reachable: (from, to) => reachable(controller, from, to),
+    ...(opts.redisUrl === undefined
+      ? {}
+      : { store: new RedisMediaSessionStore({ url: opts.redisUrl, log }) }),
   });
   // A link that goes down may cut a session's route: re-steer at once (liveness changes only; the
   // route loop's own change follows a few ms later and finds the sessions already moved).

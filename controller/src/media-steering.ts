@@ -33,6 +33,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { Logger } from 'pino';
 import type { ControllerErrorCode } from './errors';
+import type { MediaSessionStore, StoredMediaSession } from './media-session-store';
 import { LossWindow, combineLossPct, eModel, type QualityEstimate } from './media-quality';
 import type {
   MediaSessionStateMsg,
@@ -144,6 +145,11 @@ export interface MediaSteeringOptions {
   route?: (fromSite: string, toSite: string) => VoicePath | null;
   /** Intermediate sites of the voice route (relay candidates), when `route` is not given. Default none. */
   relaySites?: (fromSite: string, toSite: string) => string[];
+  /**
+   * Where sessions outlive the controller (Redis): written on every change, read once at start so
+   * that sessions adopted after a restart keep their requested sites. Default: none.
+   */
+  store?: MediaSessionStore;
   /** Window of the loss behind the MOS estimate (ms). Default 5000. */
   qualityWindowMs?: number;
   /** How long drained legs stay up when the new ones never report RTP. Default 10 s. */
@@ -217,6 +223,9 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
   readonly #sessions = new Map<string, SessionRecord>();
   readonly #queues = new Map<string, Promise<unknown>>();
   #closed = false;
+  readonly #store: MediaSessionStore | undefined;
+  /** Sessions a previous controller stored (resolved once loaded; empty without a store). */
+  readonly #stored: Promise<Map<string, StoredMediaSession>>;
   /** Recent loss per leg (`node/legId`) for the quality estimate. */
   readonly #loss: LossWindow;
   readonly #observer = new EventEmitter<MediaSteeringEvents>();
@@ -241,6 +250,15 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#reachable = options.reachable ?? (() => true);
     this.#warmStandby = options.warmStandby ?? false;
     this.#loss = new LossWindow(options.qualityWindowMs ?? 5000);
+    this.#store = options.store;
+    this.#stored = options.store?.load() ?? Promise.resolve(new Map<string, StoredMediaSession>());
+    // Stored sessions no node brought back (their calls ended while no controller ran) are dropped.
+    void this.#stored.then((stored) => {
+      const timer = setTimeout(() => {
+        for (const id of stored.keys()) if (!this.#sessions.has(id)) this.#store?.delete(id);
+      }, 30000);
+      timer.unref();
+    });
     this.#gw.on('health', (node) => {
       const now = Date.now();
       for (const l of node.legs.values())
@@ -291,11 +309,19 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       this.#orphans.set(st.sessionId, o);
     }
     o.fragments.set(nodeId, st);
-    this.#tryAdopt(st.sessionId, o);
+    const frag = o;
+    // Adoption waits for the stored sessions (loaded once, at start) to recover the requests.
+    void this.#stored.then((stored) => {
+      if (this.#orphans.get(st.sessionId) === frag) this.#tryAdopt(st.sessionId, frag, stored);
+    });
   }
 
   /** Adopts a session once its fragments form a chain: ingress -> connected pipes -> egress. */
-  #tryAdopt(id: string, o: { fragments: Map<string, MediaSessionStateMsg>; timer: NodeJS.Timeout }): void {
+  #tryAdopt(
+    id: string,
+    o: { fragments: Map<string, MediaSessionStateMsg>; timer: NodeJS.Timeout },
+    stored: Map<string, StoredMediaSession>,
+  ): void {
     const head = [...o.fragments].find(([, f]) => f.ingress);
     if (head === undefined) return;
     const path = [head[0]];
@@ -333,17 +359,28 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       this.#teardown(id, [...o.fragments.keys()]);
       return;
     }
+    // The stored request, when it describes what the nodes carry, gives back the requested sites.
+    const saved = stored.get(id);
+    const sv = saved === undefined ? undefined : MediaSteering.validate(saved.request);
+    const same =
+      sv?.ok === true &&
+      sv.value.codec === v.value.codec &&
+      sv.value.payloadType === v.value.payloadType &&
+      sv.value.ssrc === v.value.ssrc &&
+      sv.value.sink.ip === v.value.sink.ip &&
+      sv.value.sink.port === v.value.sink.port;
     const rec: SessionRecord = {
       id,
-      request: v.value,
+      request: same && sv.ok ? sv.value : v.value,
       path,
       links: this.#routeLinks(path),
       ingress: { ip: ing.local.ip, port: ing.local.port },
       status: 'active',
-      moves: 0,
-      createdAt: Date.now(),
+      moves: same && saved !== undefined ? saved.moves : 0,
+      createdAt: same && saved !== undefined ? saved.createdAt : Date.now(),
     };
     this.#sessions.set(id, rec);
+    this.#save(rec);
     this.#teardown(
       id,
       [...o.fragments.keys()].filter((n) => !path.includes(n)),
@@ -432,6 +469,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
           continue;
         }
         this.#sessions.set(id, rec);
+        this.#save(rec);
         this.#log.info({ session: id, path }, 'media session created');
         this.#scheduleStandby(rec);
         return { ok: true, value: this.#view(rec) };
@@ -454,6 +492,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     const s = this.#sessions.get(id);
     if (s === undefined) return false;
     this.#sessions.delete(id);
+    this.#store?.delete(id);
     const nodes = s.standby === undefined ? s.path : [...s.path, s.standby];
     await this.#serial(id, () => Promise.all(nodes.map((n) => this.#gw.order(n, id, { tearDown: {} }))));
     return true;
@@ -486,7 +525,11 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     );
     const moved = await Promise.all(
       affected.map((s) =>
-        this.#serial(s.id, () => this.#drainSession(s, nodeId)).catch((err: unknown) => {
+        this.#serial(s.id, async () => {
+          const moved = await this.#drainSession(s, nodeId);
+          if (moved) this.#save(s);
+          return moved;
+        }).catch((err: unknown) => {
           this.#log.error(
             { session: s.id, err: err instanceof Error ? err.message : String(err) },
             'drain failed',
@@ -604,12 +647,14 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     this.#scheduleStandby(s);
     const ms = Date.now() - detectedAt;
     this.#log.info({ session: s.id, reason, ms, ok, path: s.path }, 'media session follows the voice route');
+    if (ok) this.#save(s);
     this.emit('resteered', { id: s.id, reason, ms, ok });
     this.#observer.emit('resteered', { id: s.id, reason, ms, ok });
   }
 
   close(): void {
     this.#closed = true;
+    void this.#store?.close();
     for (const o of this.#orphans.values()) clearTimeout(o.timer);
     this.#orphans.clear();
   }
@@ -843,6 +888,7 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     }
     const ms = Date.now() - detectedAt;
     this.#log.info({ session: s.id, reason, ms, ok, path: s.path }, 'media session re-steered');
+    if (ok) this.#save(s);
     this.emit('resteered', { id: s.id, reason, ms, ok });
     this.#observer.emit('resteered', { id: s.id, reason, ms, ok });
   }
@@ -1028,6 +1074,18 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
       // Loss over the recent window (cumulative only for a leg never sampled yet).
       lossPct: combineLossPct(inbound.map((l) => this.#loss.recent(`${l.node}/${l.legId}`) ?? l)),
       jitterMs: inbound.reduce((m, l) => Math.max(m, l.jitterMs), 0),
+    });
+  }
+
+  #save(s: SessionRecord): void {
+    if (this.#sessions.get(s.id) !== s) return;
+    this.#store?.put({
+      id: s.id,
+      request: s.request,
+      nodes: [...s.path],
+      ingress: s.ingress,
+      createdAt: s.createdAt,
+      moves: s.moves,
     });
   }
 
