@@ -821,8 +821,14 @@ export class MediaSteering extends EventEmitter<MediaSteeringEvents> {
     // A pipe-in stall is a path failure only if the ingress still receives RTP: check its latest
     // health a moment later (the ingress' own stall event would arrive within the same window).
     setTimeout(() => {
-      const leg = this.#gw.node(s.path[0] ?? '')?.legs.get(`${sessionId}/ingress`);
-      if (this.#sessions.get(sessionId) !== s || !s.path.includes(nodeId) || leg?.state !== 'flowing') return;
+      const k = s.path.indexOf(nodeId);
+      const head = this.#gw.node(s.path[0] ?? '');
+      const up = this.#gw.node(s.path[k - 1] ?? '');
+      const leg = head?.legs.get(`${sessionId}/ingress`);
+      // A dead upstream or ingress node is the node-down handler's business (its last health still
+      // says flowing): only a stall between live nodes is a path failure.
+      if (this.#sessions.get(sessionId) !== s || k <= 0 || leg?.state !== 'flowing') return;
+      if (head?.connected !== true || up?.connected !== true) return;
       void this.#serial(s.id, () =>
         this.#resteer(s, nodeId, `pipe into ${nodeId} stalled`, detectedAt, true),
       );
