@@ -205,7 +205,6 @@ t.test('hysteresis: metrics flapping inside the margin push nothing; a change be
 
 t.test(
   'hysteresis on backup paths: a noisy link does not flip the backups of routes elsewhere',
-  { todo: 'route engine (topology/src/route-hysteresis.ts) re-picks backups without margins' },
   async (t) => {
     const c = await startController({ addressing: plan });
     t.teardown(() => c.stop());

@@ -1,8 +1,11 @@
 /**
  * Hysteresis: route stability for the controller. A route keeps its current primary while that path
  * is up and feasible, unless the pure optimum improves the class objective by at least both margins.
- * Every other case follows the pure optimum of `computeRoutes()`. With both margins at 0 the result is
- * exactly the pure optimum.
+ * Its backup is held the same way (the backup is installed forwarding state too: changing it costs a
+ * policy push): the current backup stays while it is up, feasible, not the primary and sharing no
+ * more links with the primary than the candidate does, unless the candidate improves the objective
+ * by both margins. Every other case follows the pure optimum of `computeRoutes()`. With both margins
+ * at 0 the result is exactly the pure optimum.
  */
 import { RouteError } from './errors';
 import { METRIC_SCALE } from './path-metrics';
@@ -89,6 +92,42 @@ function objectiveValue(ctx: RouteContext, links: readonly number[], objective: 
   return objective === 'hops' ? k : k / METRIC_SCALE;
 }
 
+function sharedWith(primary: readonly number[], path: readonly number[]): number {
+  let n = 0;
+  for (const e of path) if (primary.includes(e)) n++;
+  return n;
+}
+
+/** True when `candidate` beats `current` on the class objective by both margins. */
+function winsByMargins(
+  ctx: RouteContext,
+  objective: Objective,
+  current: readonly number[],
+  candidate: readonly number[],
+  margins: HysteresisMargins,
+): boolean {
+  const now = objectiveValue(ctx, current, objective);
+  const gain = now - objectiveValue(ctx, candidate, objective);
+  const tol = 1e-9;
+  return gain >= margins.absolute[objective] - tol && gain >= (margins.relativePct / 100) * now - tol;
+}
+
+/** The backup to install next to `primary`: the previous one while it holds, else `candidate`. */
+function holdBackup(
+  ctx: RouteContext,
+  cls: TrafficClass,
+  primary: readonly number[],
+  previous: readonly number[] | null,
+  candidate: readonly number[] | null,
+  margins: HysteresisMargins,
+): readonly number[] | null {
+  if (previous === null || candidate === null || sameLinks(previous, candidate)) return candidate;
+  if (sameLinks(previous, primary)) return candidate;
+  if (previous.some((e) => ctx.graph.up[e] === 0) || !ctx.isFeasible(previous, cls)) return candidate;
+  if (sharedWith(primary, previous) > sharedWith(primary, candidate)) return candidate;
+  return winsByMargins(ctx, cls.objective, previous, candidate, margins) ? candidate : previous;
+}
+
 /**
  * The route to use given the previous one and the pure optimum under the new state, and why it
  * changed (`null`: unchanged paths and status).
@@ -115,15 +154,16 @@ export function decideRoute(
   if (down(held)) return { route: pure, reason: 'down' };
   if (!ctx.isFeasible(held, cls)) return { route: pure, reason: 'infeasible' };
   if (sameLinks(held, pure.primary)) {
-    return { route: pure, reason: sameLinks(prev.backup, pure.backup) ? null : 'backup' };
+    const backup = holdBackup(ctx, cls, held, prev.backup, pure.backup, margins);
+    return {
+      route: backup === pure.backup ? pure : { status: 'ok', primary: held, backup },
+      reason: sameLinks(prev.backup, backup) ? null : 'backup',
+    };
   }
-  const current = objectiveValue(ctx, held, cls.objective);
-  const gain = current - objectiveValue(ctx, pure.primary!, cls.objective);
-  const tol = 1e-9;
-  if (gain >= margins.absolute[cls.objective] - tol && gain >= (margins.relativePct / 100) * current - tol) {
+  if (winsByMargins(ctx, cls.objective, held, pure.primary!, margins)) {
     return { route: pure, reason: 'better' };
   }
-  const backup = ctx.backupOf(cls, src, dst, held);
+  const backup = holdBackup(ctx, cls, held, prev.backup, ctx.backupOf(cls, src, dst, held), margins);
   return {
     route: { status: 'ok', primary: held, backup },
     reason: sameLinks(prev.backup, backup) ? null : 'backup',
