@@ -3,7 +3,9 @@
  * real `meridian media` processes (one per site), real RTP. The voice route bj1 -> sh1 goes through
  * gz1, so the session is relayed there; then a raw agent stream for bj1 reports link bj1-gz1 dead
  * (`alive: false`), the estimator takes it down, and the session is re-steered through hz1 (the new
- * voice route) while the sink keeps hearing RTP. Also: the SSE events route accepts `?token=`.
+ * voice route) while the sink keeps hearing RTP; then the link is back but slow, the route loop
+ * moves voice to hz1 (`routes-changed`, no link down) and the session follows. Also: the SSE
+ * events route accepts `?token=`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -272,4 +274,60 @@ if (skip !== undefined) {
       t.equal(await media.steering.remove(r.value.id), true);
     },
   );
+
+  t.test('a session follows a voice route change from the route loop (latency, no link down)', async (t) => {
+    // bj1-gz1 comes back fast (2 ms RTT): the voice route is via gz1 again.
+    if (keepDown) clearInterval(keepDown);
+    keepDown = undefined;
+    const a = agent as TestStream;
+    a.call.write(report('bj1-gz1', 'gz1', 20, 2));
+    await eventually(
+      () =>
+        c.routes.find((r) => r.class === 'voice' && r.src === 'bj1' && r.dst === 'sh1')?.primary?.sites[1] ===
+        'gz1',
+      10000,
+      'the voice route back via gz1',
+    );
+    const sink = new RtpReceiver();
+    const sinkTuple = await sink.bind();
+    const sender = new RtpSender({ ssrc: 4343, payloadType: 111 });
+    await sender.bind();
+    t.teardown(() => {
+      sender.close();
+      sink.close();
+    });
+    const r = await media.steering.create({
+      ingressSite: 'bj1',
+      egressSite: 'sh1',
+      codec: 'opus',
+      payloadType: 111,
+      ssrc: 4343,
+      sink: sinkTuple,
+    });
+    if (!r.ok) throw new Error(r.error.message);
+    t.same(r.value.sites, ['bj1', 'gz1', 'sh1']);
+    sender.start(r.value.ingress);
+    await sink.waitFor(10);
+    const rerouted = new Promise<{ nodes: string[]; reason: string }>((resolve) =>
+      media.steering.on('event', (ev) => {
+        if (ev.type === 'media.session.rerouted' && ev.data.id === r.value.id)
+          resolve({ nodes: ev.data.nodes as string[], reason: String(ev.data.reason) });
+      }),
+    );
+    // Now bj1-gz1 is alive but slow (200 ms RTT, 100 ms one way): the route loop moves voice to hz1.
+    const changedAt = Date.now();
+    const slow = setInterval(() => a.call.write(report('bj1-gz1', 'gz1', 20, 200)), 300);
+    t.teardown(() => clearInterval(slow));
+    a.call.write(report('bj1-gz1', 'gz1', 20, 200));
+    const ev = await rerouted;
+    t.same(ev.nodes, ['n-bj', 'n-hz', 'n-sh'], 'the relay follows the new voice route');
+    t.equal(ev.reason, 'voice route changed');
+    t.equal(c.estimator.snapshot('bj1-gz1')?.up, true, 'no link went down');
+    await eventually(() => sink.packets.some((p) => p.at > changedAt + 300), 10000, 'RTP after the move');
+    console.log(
+      `# voice route change: largest gap at the sink ${maxGapAfter(sink.packets, changedAt - 40)} ms (make-before-break)`,
+    );
+    sender.stop();
+    t.equal(await media.steering.remove(r.value.id), true);
+  });
 }
