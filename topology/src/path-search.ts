@@ -393,6 +393,21 @@ export interface LabelQuery extends BoundedQuery {
    * bounds first and pay for tight ones only when the search turns out to be large.
    */
   readonly maxLabels?: number;
+  /**
+   * Only paths ranking at most this key (penalty, violation units, objective triple) matter: labels
+   * whose lower bound is strictly worse are dropped. Lets a caller pass the best path it already
+   * has (e.g. from an earlier deviation point); `null` is returned when nothing reaches it.
+   */
+  readonly cutoff?: LabelKey;
+}
+
+/** The ranking key of a complete path, before the lexicographic tie-breaks. */
+export interface LabelKey {
+  readonly pen: number;
+  readonly viol: number;
+  readonly k1: number;
+  readonly k2: number;
+  readonly k3: number;
 }
 
 export interface LabelInit {
@@ -533,12 +548,21 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
     return false;
   };
 
+  // The key to beat (or tie): the cutoff, then the best complete path found.
+  let cPen = q.cutoff?.pen ?? Infinity;
+  let cViol = q.cutoff?.viol ?? Infinity;
+  let c1 = q.cutoff?.k1 ?? Infinity;
+  let c2 = q.cutoff?.k2 ?? Infinity;
+  let c3 = q.cutoff?.k3 ?? Infinity;
+  const worse = (pen: number, viol: number, f1: number, f2: number, f3: number): boolean => {
+    if (pen !== cPen) return pen > cPen;
+    if (viol !== cViol) return viol > cViol;
+    return lex3(f1, f2, f3, c1, c2, c3) > 0;
+  };
+
   while (heap.length > 0) {
     const l = pop();
-    if (best !== null) {
-      const c = l.fPen - best.pen || l.fViol - bestViol || lex3(l.f1, l.f2, l.f3, best.o1, best.o2, best.o3);
-      if (c > 0) break;
-    }
+    if (worse(l.fPen, l.fViol, l.f1, l.f2, l.f3)) break;
     if (l.node === dst) {
       const lossPct = 100 * (1 - l.keep);
       if (feasibleOnly && (l.lat > maxLat || l.jit > maxJit || !lossWithin(lossPct, sla.maxLossPct)))
@@ -554,6 +578,11 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
       }
       best = l;
       bestViol = viol;
+      cPen = l.pen;
+      cViol = viol;
+      c1 = l.o1;
+      c2 = l.o2;
+      c3 = l.o3;
       continue;
     }
     const u = l.node;
@@ -600,13 +629,7 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
         f2: o2 + d2[v]!,
         f3: o3 + d3[v]!,
       };
-      if (best !== null) {
-        const c =
-          next.fPen - best.pen ||
-          next.fViol - bestViol ||
-          lex3(next.f1, next.f2, next.f3, best.o1, best.o2, best.o3);
-        if (c > 0) continue;
-      }
+      if (worse(next.fPen, next.fViol, next.f1, next.f2, next.f3)) continue;
       if (inPrefix(l, v)) continue;
       let dominated = false;
       for (const other of atNode[v]!) {

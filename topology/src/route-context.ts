@@ -21,6 +21,7 @@ import {
   labelSearch,
   walkTree,
   type LabelInit,
+  type LabelKey,
   type LabelQuery,
   type LabelResult,
   type SlaBounds,
@@ -47,6 +48,7 @@ type TreeKind = Objective | 'lat' | 'jit' | 'loss';
 /** Label budget of a first, cheap attempt (shared bounds) before building bounds for one search. */
 const CHEAP_SEARCH_LABELS = 2000;
 const KIND_INDEX: Record<TreeKind, number> = { latency: 0, cost: 1, hops: 2, lat: 3, jit: 4, loss: 5 };
+const KINDS: readonly TreeKind[] = ['latency', 'cost', 'hops', 'lat', 'jit', 'loss'];
 
 export class RouteContext {
   readonly topology: Topology;
@@ -67,6 +69,48 @@ export class RouteContext {
     this.graph = new RouteGraph(topology, state);
     this.#upSet = { id: 0, allowed: this.graph.up };
     this.#usableByKey.set('', this.#upSet);
+  }
+
+  /**
+   * Takes over the trees of `old` (the same topology under the state before the links `changed`
+   * changed) that the change cannot alter. A tree stays exact when no changed link can lie on a best
+   * path to its root, before or after the change: for each changed link usable before (after), going
+   * over it must be strictly worse than each end's own distance under the old (new) weights. Then the
+   * distances and the tight links, hence also the tree's next hops, are the same as a rebuilt tree's.
+   * Call before computing anything in this context.
+   */
+  inherit(old: RouteContext, changed: readonly number[]): void {
+    const g = this.graph;
+    const og = old.graph;
+    if (og.n !== g.n || og.m !== g.m) return;
+    // Old set id -> (old set, new set), through the classes that had them.
+    const sets = new Map<number, [UsableSet, UsableSet]>([[old.#upSet.id, [old.#upSet, this.#upSet]]]);
+    for (const [clsId, oldSet] of old.#usableByClass) {
+      const cls = this.topology.classes.find((c) => c.id === clsId);
+      if (cls !== undefined && !sets.has(oldSet.id)) sets.set(oldSet.id, [oldSet, this.usable(cls)]);
+    }
+    const n = g.n;
+    for (const [key, tree] of old.#trees) {
+      const root = key % n;
+      const rest = (key - root) / n;
+      const kindIndex = rest % 6;
+      const pair = sets.get((rest - kindIndex) / 6);
+      if (pair === undefined) continue;
+      const kind = KINDS[kindIndex]!;
+      const ow = old.weights(kind);
+      const nw = this.weights(kind);
+      let ok = true;
+      for (const e of changed) {
+        if (
+          (pair[0].allowed[e] === 1 && mayUse(tree, og.la[e]!, og.lb[e]!, ow, e)) ||
+          (pair[1].allowed[e] === 1 && mayUse(tree, g.la[e]!, g.lb[e]!, nw, e))
+        ) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok) this.#trees.set((pair[1].id * 6 + kindIndex) * n + root, tree);
+    }
   }
 
   /** Weights of a lexicographic metric: objectives rank (objective, hops, latency). */
@@ -201,6 +245,7 @@ export class RouteContext {
     const blocked = new Uint8Array(g.n);
     let at = q.src;
     let best: { r: LabelResult; links: number[] } | null = null;
+    let cutoff: { cutoff?: LabelKey } = {};
     for (let i = 0; i < forbid.length; i++) {
       const e = forbid[i]!;
       // First with the shared bounds and a label budget: most deviations are small searches.
@@ -211,11 +256,16 @@ export class RouteContext {
         firstLinkNot: e,
         init,
         maxLabels: CHEAP_SEARCH_LABELS,
+        ...cutoff,
       });
-      if (r === 'budget') r = this.#deviationTight(q, at, e, blocked, init);
+      if (r === 'budget') r = this.#deviationTight({ ...q, ...cutoff }, at, e, blocked, init);
       if (r !== null) {
         const links = [...forbid.slice(0, i), ...r.links];
-        if (best === null || this.#compareFull(q.src, r, links, best.r, best.links) < 0) best = { r, links };
+        if (best === null || this.#compareFull(q.src, r, links, best.r, best.links) < 0) {
+          best = { r, links };
+          // Later deviation points only matter if they reach this key (ties: by the site lists).
+          cutoff = { cutoff: { pen: r.pen, viol: r.viol, k1: r.k1, k2: r.k2, k3: r.k3 } };
+        }
       }
       blocked[at] = 1;
       init = {
@@ -540,4 +590,27 @@ export class RouteContext {
     }
     return at === dst && out.length > 0 ? out : null;
   }
+}
+
+/**
+ * True when link `e` (ends `a`, `b`) could lie on a best path to the tree's root: going over it is at
+ * least as good as an end's own distance (with a relative slack for the floating −ln(1−loss) sums).
+ */
+function mayUse(t: Tree, a: number, b: number, w: Weights, e: number): boolean {
+  if (t.d1[a] === Infinity && t.d1[b] === Infinity) return false;
+  return notWorse(t, b, a, w, e) || notWorse(t, a, b, w, e);
+}
+
+/** (w(e) + d(from)) ≤ d(to) lexicographically, with slack. */
+function notWorse(t: Tree, from: number, to: number, w: Weights, e: number): boolean {
+  const x1 = w.w1[e]! + t.d1[from]!;
+  const y1 = t.d1[to]!;
+  if (x1 === Infinity) return false;
+  if (x1 > y1 + Math.abs(y1) * 1e-9 + 1e-9) return false;
+  // Below, or within the slack above (rounding of float sums): count it as usable (safe side).
+  if (x1 !== y1) return true;
+  const x2 = w.w2[e]! + t.d2[from]!;
+  const y2 = t.d2[to]!;
+  if (x2 !== y2) return x2 < y2;
+  return w.w3[e]! + t.d3[from]! <= t.d3[to]!;
 }

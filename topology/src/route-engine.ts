@@ -133,6 +133,8 @@ export class RouteEngine {
       const e = ctx.graph.linkIndex.get(id)!;
       if (linkDiffers(old, ctx, e)) changed.push(e);
     }
+    // Trees the change cannot alter are kept (a full recompute starts from scratch on purpose).
+    if (options.full !== true) ctx.inherit(old, changed);
     const affected = options.full === true ? this.#slots.map(() => true) : this.#affected(ctx, changed);
     const t1 = performance.now();
     const out: RouteChange[] = [];
