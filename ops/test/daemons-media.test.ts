@@ -109,7 +109,10 @@ t.test(
     t.equal(denied.status, 401);
     await denied.body?.cancel();
 
-    const del = await fetch(`${api}/media/sessions/${session.id}`, { method: 'DELETE', headers: { authorization: auth.authorization } });
+    const del = await fetch(`${api}/media/sessions/${session.id}`, {
+      method: 'DELETE',
+      headers: { authorization: auth.authorization },
+    });
     t.ok(del.status === 200 || del.status === 204, `session deleted (${del.status})`);
   },
 );
