@@ -28,5 +28,8 @@ for (const line of lines) {
   }
 }
 if (files === 0) failed++; // no test ran at all: that is a failure, not a pass
+// Results of checks run outside tap (lint, format, circular imports), passed as arguments.
+passed += Number(process.argv[3] ?? 0);
+failed += Number(process.argv[4] ?? 0);
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(failed > 0 ? 1 : 0);
