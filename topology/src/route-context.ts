@@ -15,7 +15,7 @@
  *   then the same order; `null` when the primary is the only path.
  * - `unreachable` (no path of up links): primary and backup `null`.
  */
-import { lossWithin, pathFromLinks, toUnits, utilExcess, utilWithin } from './path-metrics';
+import { METRIC_SCALE, lossWithin, toUnits, utilExcess, utilWithin } from './path-metrics';
 import {
   aStar,
   labelSearch,
@@ -566,12 +566,33 @@ export class RouteContext {
 
   /** A path (link indices from `src`) in its public form. */
   toPath(src: number, links: readonly number[]): Path {
+    // Same sums as `pathFromLinks` (the graph holds the same integer units), without id lookups.
     const g = this.graph;
-    return pathFromLinks(
-      g.siteIds[src]!,
-      links.map((e) => g.linkIds[e]!),
-      g.effective,
-    );
+    const sites = [g.siteIds[src]!];
+    const ids: string[] = [];
+    let lat = 0;
+    let jit = 0;
+    let cost = 0;
+    let keep = 1;
+    let at = src;
+    for (const e of links) {
+      at = g.other(e, at);
+      sites.push(g.siteIds[at]!);
+      ids.push(g.linkIds[e]!);
+      lat += g.lat[e]!;
+      jit += g.jit[e]!;
+      cost += g.cost[e]!;
+      keep *= 1 - g.lossPct[e]! / 100;
+    }
+    return {
+      sites,
+      links: ids,
+      latencyMs: lat / METRIC_SCALE,
+      jitterMs: jit / METRIC_SCALE,
+      lossPct: 100 * (1 - keep),
+      cost: cost / METRIC_SCALE,
+      hops: links.length,
+    };
   }
 
   /** Link indices of a public path from `src` to `dst`, or `null` when it is not a simple path of the topology. */

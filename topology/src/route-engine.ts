@@ -264,10 +264,7 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, through: readon
   const lossCap = (cls.sla.maxLossPct + LOSS_EPSILON_PCT) / 100;
   const maxLossLog = lossCap >= 1 ? Infinity : -Math.log1p(-lossCap) * (1 + 1e-9) + 1e-12;
   const w = ctx.weights(cls.objective);
-  let backupKey: [number, number, number] | null = null;
-  if (route.backup !== null && !route.backup.some((e) => route.primary!.includes(e))) {
-    backupKey = ctx.key(route.backup, cls.objective);
-  }
+  let backupKey: [number, number, number] | null | undefined;
   for (const t of through) {
     const e = t.e;
     // Orientation 0: src .. a -e- b .. dst; orientation 1: src .. b -e- a .. dst.
@@ -278,6 +275,7 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, through: readon
       const jit = t.jit[near]![src]! + g.jit[e]! + t.jit[far]![dst]!;
       const loss = t.loss[near]![src]! + g.lossLog[e]! + t.loss[far]![dst]!;
       if (!(lat <= maxLat && jit <= maxJit && loss <= maxLossLog)) continue;
+      if (backupKey === undefined) backupKey = disjointBackupKey(ctx, cls, route);
       if (backupKey === null) return true;
       const n = t.obj[near]!;
       const f = t.obj[far]!;
@@ -290,4 +288,14 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, through: readon
     }
   }
   return false;
+}
+
+/** The key of an `ok` route's backup when it shares no link with the primary, else `null`. */
+function disjointBackupKey(
+  ctx: RouteContext,
+  cls: TrafficClass,
+  route: RawRoute,
+): [number, number, number] | null {
+  const { primary, backup } = route;
+  return backup !== null && !backup.some((e) => primary!.includes(e)) ? ctx.key(backup, cls.objective) : null;
 }
