@@ -2,34 +2,27 @@
  * The one interface every policy driver implements (linux: iproute2 + nftables in a network
  * namespace; routeros: the RouterOS API). The agent's applier and fast reroute use only this.
  */
+import { AgentError, type AgentErrorCode } from './errors';
 import type { SitePolicy } from './policy';
 
-/**
- * Stable codes of driver failures (to be merged into the package's `errors.ts` catalog).
- * - `AGENT_ERR_POLICY_INVALID`: the policy fails the schema, its hash, or does not fit the device
- *   (an interface it names does not exist); nothing was changed.
- * - `AGENT_ERR_DRIVER_APPLY`: the device refused a change; the previous policy was restored.
- * - `AGENT_ERR_DRIVER_UNREACHABLE`: the device could not be reached or dropped the session.
- * - `AGENT_ERR_DRIVER_STATE`: the device's current state could not be read.
- * - `AGENT_ERR_NO_ROUTE`: fast reroute named a route the applied policy does not have.
- * - `AGENT_ERR_NO_BACKUP`: fast reroute on a route without a backup path.
- */
-export type DriverErrorCode =
+/** The catalog codes (errors.ts) a driver fails with. */
+export type DriverErrorCode = Extract<
+  AgentErrorCode,
   | 'AGENT_ERR_POLICY_INVALID'
   | 'AGENT_ERR_DRIVER_APPLY'
   | 'AGENT_ERR_DRIVER_UNREACHABLE'
   | 'AGENT_ERR_DRIVER_STATE'
   | 'AGENT_ERR_NO_ROUTE'
-  | 'AGENT_ERR_NO_BACKUP';
+  | 'AGENT_ERR_NO_BACKUP'
+>;
 
 /** A typed driver failure; `detail` carries the device's own words (stderr, `!trap` message). */
-export class DriverError extends Error {
-  readonly code: DriverErrorCode;
+export class DriverError extends AgentError {
+  declare readonly code: DriverErrorCode;
   readonly detail: string | undefined;
   constructor(code: DriverErrorCode, message: string, options?: { detail?: string; cause?: unknown }) {
-    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    super(code, message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = 'DriverError';
-    this.code = code;
     this.detail = options?.detail;
   }
 }

@@ -26,6 +26,19 @@ export const AGENT_ERROR_CODES = [
   'AGENT_ERR_POLICY_STALE',
   /** The agent's state directory (last applied policy) cannot be read or written. */
   'AGENT_ERR_STATE_DIR',
+  // Policy drivers (driver.ts):
+  /** The policy fails the schema or its hash, or does not fit the device; nothing was changed. */
+  'AGENT_ERR_POLICY_INVALID',
+  /** The device refused a change; the previous policy was restored. */
+  'AGENT_ERR_DRIVER_APPLY',
+  /** The device could not be reached or dropped the session. */
+  'AGENT_ERR_DRIVER_UNREACHABLE',
+  /** The device's current state could not be read. */
+  'AGENT_ERR_DRIVER_STATE',
+  /** Fast reroute named a route the applied policy does not have. */
+  'AGENT_ERR_NO_ROUTE',
+  /** Fast reroute on a route without a backup path. */
+  'AGENT_ERR_NO_BACKUP',
 ] as const;
 
 export type AgentErrorCode = (typeof AGENT_ERROR_CODES)[number];
