@@ -106,6 +106,9 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
   readonly #slack: number;
   readonly #warmup: number;
   readonly #decider: RerouteDecider;
+  readonly #revertAfter: number;
+  /** Per slot on backup: consecutive answers of its primary path. */
+  readonly #primaryStreak = new Map<number, number>();
   readonly #senderId = randomId32();
   #policy: SitePolicy | null = null;
   #probers = new Map<string, Prober>();
@@ -120,11 +123,10 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     this.#interval = opts.intervalMs ?? 20;
     this.#slack = opts.slackMs ?? 50;
     this.#warmup = opts.warmupMs ?? 2000;
-    this.#decider = new RerouteDecider({
-      downAfterMisses: opts.downAfterMisses ?? 3,
-      upAfterOks: Math.max(1, Math.ceil((opts.revertAfterMs ?? 3000) / this.#interval)),
-      revert: true,
-    });
+    // A path is up again after a few answers (so a route never moves onto a path still dead);
+    // going back to the primary after a switch waits much longer (see #revertCheck).
+    this.#decider = new RerouteDecider({ downAfterMisses: opts.downAfterMisses ?? 3, upAfterOks: 5 });
+    this.#revertAfter = Math.max(1, Math.ceil((opts.revertAfterMs ?? 3000) / this.#interval));
     opts.applier.onApplied((p, active) => this.setPolicy(p, active));
   }
 
@@ -267,6 +269,24 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
       if (only !== undefined && m.role !== only) continue;
       const a = this.#decider.observe(m.slot, m.role, answered);
       if (a !== null) actions.push(a);
+      else if (m.role === 'primary') {
+        // Safety net when no new policy comes (an outage too short for the controller to see):
+        // back to the primary once it has answered for revertAfterMs.
+        const onBackup = this.#decider.active(m.slot) === 'backup';
+        const streak = onBackup && answered ? (this.#primaryStreak.get(m.slot) ?? 0) + 1 : 0;
+        this.#primaryStreak.set(m.slot, streak);
+        const r = this.#policy?.routes.find((x) => x.slot === m.slot);
+        if (streak >= this.#revertAfter && r !== undefined) {
+          this.#primaryStreak.set(m.slot, 0);
+          this.#decider.restored(m.slot);
+          actions.push({
+            action: 'activate-primary',
+            routeKey: routeKey(r),
+            slot: m.slot,
+            reason: `primary path answered ${streak} probes in a row`,
+          });
+        }
+      }
     }
     if (actions.length > 0) void this.#act(actions);
   }

@@ -1,5 +1,8 @@
 /**
- * `meridian start` (what `npm start` runs): the quick start. Starts a controller and one edge agent
+ * `meridian start` (what `npm start` runs): the quick start. As root with ip/nft/socat it builds
+ * the namespace lab for the topology with its services (`labUp` + `labServices`: controller, one
+ * agent per site applying policies), prints the API URL and token, and runs `lab down` on Ctrl-C.
+ * Otherwise (or `--loopback`) it starts a controller and one edge agent
  * per site of the topology on loopback, waits until every agent is connected and the links have
  * measurements, prints the API URL and token, and runs until Ctrl-C.
  *
@@ -14,14 +17,20 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { REFERENCE_TOPOLOGY_PATH, isTopologyError, loadTopology, type Topology } from '@meridian/topology';
 import { OpsError } from './errors';
+import { LAB_STATE_DIR, labDown, labPrerequisites, labUp } from './lab';
+import { labServices } from './lab-services';
 import { startControllerDaemon, startDaemon, type Daemon } from './meridian-process';
 import { sleep } from './service-process';
 
-const USAGE = `usage: meridian start [--topology FILE] [--http HOST:PORT] [--grpc HOST:PORT]
-                      [--redis URL] [--influx URL]
+const USAGE = `usage: meridian start [--topology FILE] [--redis URL] [--influx URL]
+                      [--loopback [--http HOST:PORT] [--grpc HOST:PORT]]
 
-Runs a controller and one edge agent per site on loopback and prints the API URL and token.
-Tokens come from MERIDIAN_API_TOKEN / MERIDIAN_AGENT_TOKEN or are generated for this run.`;
+As root (with ip, nft and socat): builds the network-namespace lab for the topology (default the
+reference one) with the controller and one agent per site (meridian lab up), prints the API URL
+and token, and removes the lab on Ctrl-C (meridian lab down). Otherwise, or with --loopback (or
+--http/--grpc, which only the loopback variant takes), it says why and runs a controller and one
+edge agent per site on loopback. Tokens come from MERIDIAN_API_TOKEN / MERIDIAN_AGENT_TOKEN or are
+generated for this run.`;
 
 function say(line: string): void {
   process.stdout.write(line + '\n');
@@ -48,6 +57,61 @@ async function waitForAgents(http: string, token: string, sites: number, timeout
   return connected;
 }
 
+/** The lab variant: `lab up` with services on the topology, `lab down` on SIGINT/SIGTERM. */
+async function startLab(topology: Topology, values: { redis?: string; influx?: string }): Promise<number> {
+  const stateDir = LAB_STATE_DIR;
+  say(
+    `Building the namespace lab for ${topology.source} (${topology.sites.length} sites, ${topology.links.length} links)...`,
+  );
+  let lab;
+  try {
+    lab = await labUp(topology, {
+      stateDir,
+      startServices: labServices({
+        stateDir,
+        ...(values.redis !== undefined ? { redisUrl: values.redis } : {}),
+        ...(values.influx !== undefined ? { influxUrl: values.influx } : {}),
+      }),
+    });
+  } catch (err) {
+    if (err instanceof OpsError) {
+      process.stderr.write(`meridian start: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const http = lab.controller.http ?? '';
+  const token = lab.apiToken ?? '';
+  say(
+    `Meridian is running on the namespace lab (${lab.sites.length} sites, ${lab.links.length} links); every agent applied its first policy.`,
+  );
+  say(`  API:   http://${http}/api/v1   (health: http://${http}/api/v1/health)`);
+  say(`  token: ${token}`);
+  say(`  try:   curl -s -H 'Authorization: Bearer ${token}' http://${http}/api/v1/routes?class=voice`);
+  say(`         meridian lab status; meridian lab fault LINK down|clear`);
+  say(`  logs:  ${stateDir}`);
+  say('Ctrl-C removes the lab (meridian lab down).');
+  return new Promise<number>((resolve) => {
+    const onSignal = (): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      say('Removing the lab...');
+      labDown({ stateDir }).then(
+        (r) => {
+          say(`lab down: removed ${r.removed} objects`);
+          resolve(0);
+        },
+        (err: unknown) => {
+          process.stderr.write(`meridian start: lab down failed: ${String(err)}\n`);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
 /** `meridian start`; resolves to the exit code once stopped by SIGINT/SIGTERM. */
 export async function startCommand(argv: string[]): Promise<number> {
   let values: {
@@ -56,6 +120,7 @@ export async function startCommand(argv: string[]): Promise<number> {
     grpc?: string;
     redis?: string;
     influx?: string;
+    loopback?: boolean;
     help?: boolean;
   };
   try {
@@ -67,6 +132,7 @@ export async function startCommand(argv: string[]): Promise<number> {
         grpc: { type: 'string' },
         redis: { type: 'string' },
         influx: { type: 'string' },
+        loopback: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -89,6 +155,12 @@ export async function startCommand(argv: string[]): Promise<number> {
       return 2;
     }
     throw err;
+  }
+
+  if (values.loopback !== true && values.http === undefined && values.grpc === undefined) {
+    const why = await labPrerequisites();
+    if (why === null) return startLab(topology, values);
+    say(`meridian start: not building the namespace lab (${why}); running the loopback variant.`);
   }
 
   const apiToken = process.env.MERIDIAN_API_TOKEN ?? randomBytes(24).toString('base64url');

@@ -1,0 +1,317 @@
+// `npm run bench:failover` (root): how long voice stops when a link on its path dies, on the
+// namespace lab with the real controller and agents (lab-services.ts), in two runs:
+//   frr        agents with per-path probes and local fast reroute (the default)
+//   controller agents with --no-fast-reroute: only the controller's recompute moves traffic
+// A 50 packets/s voice stream (UDP, DSCP 46, 160 bytes) runs between two edge sites (the voice
+// route between edge sites with the longest primary that has a backup). For each link of its
+// primary, TRIALS times: fail the link (emulator: drop everything), measure at the receiver the
+// longest gap between packets, lost, duplicated and reordered packets, ICMP time-exceeded in the
+// whole lab (loops), and the time until the controller's voice route avoids the link (GET
+// /api/v1/routes polled every 25 ms); then clear the link and wait for the route to come back.
+// Application-aware case: raise one link's delay past the voice SLA but not the sync SLA and time
+// until the voice route leaves it while the sync route stays.
+//
+// Run: npm run bench:failover [-- --trials N] [--topology FILE] [--only frr|controller] [--json FILE]
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { REFERENCE_TOPOLOGY_PATH, loadTopology, type Topology } from '@meridian/topology';
+import {
+  labDown,
+  labFault,
+  labPrerequisites,
+  labServices,
+  labUp,
+  waitForPoliciesApplied,
+  type LabDescription,
+} from '../src/index';
+import {
+  analyseStream,
+  labTimeExceeded,
+  markDscp,
+  quantile,
+  startReceiver,
+  startSender,
+  type StreamStats,
+} from './failover-traffic';
+
+const VOICE_PORT = 5004;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const say = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+interface ApiPath {
+  sites: string[];
+  links: string[];
+  latencyMs: number;
+}
+interface ApiRoute {
+  class: string;
+  src: string;
+  dst: string;
+  primary: ApiPath | null;
+  backup: ApiPath | null;
+}
+
+interface Trial extends StreamStats {
+  link: string;
+  trial: number;
+  convergedMs: number | null;
+  loops: number;
+  restore: StreamStats;
+}
+
+interface ModeResult {
+  mode: 'frr' | 'controller';
+  route: string;
+  primary: string[];
+  backup: string[];
+  baseline: StreamStats;
+  trials: Trial[];
+  appAware: {
+    link: string;
+    voiceMovedMs: number | null;
+    syncStayed: boolean;
+    syncRoute: string[];
+    stream: StreamStats;
+  } | null;
+}
+
+class Api {
+  constructor(
+    readonly http: string,
+    readonly token: string,
+  ) {}
+  async get<T>(p: string): Promise<T> {
+    const res = await fetch(`http://${this.http}${p}`, {
+      headers: { authorization: `Bearer ${this.token}` },
+    });
+    if (!res.ok) throw new Error(`GET ${p}: ${res.status}`);
+    return (await res.json()) as T;
+  }
+  async route(cls: string, src: string, dst: string): Promise<ApiRoute | undefined> {
+    return (await this.get<{ routes: ApiRoute[] }>(`/api/v1/routes?class=${cls}&from=${src}&to=${dst}`))
+      .routes[0];
+  }
+}
+
+async function waitUntil(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 25,
+): Promise<number | null> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < timeoutMs) {
+    if (await check()) return performance.now() - t0;
+    await sleep(everyMs);
+  }
+  return null;
+}
+
+async function pickRoute(api: Api, topology: Topology): Promise<ApiRoute> {
+  const edges = new Set(topology.sites.filter((s) => s.kind === 'edge').map((s) => s.id));
+  const all = (await api.get<{ routes: ApiRoute[] }>('/api/v1/routes?class=voice')).routes;
+  const cands = all.filter(
+    (r) => edges.has(r.src) && edges.has(r.dst) && r.primary !== null && r.backup !== null,
+  );
+  cands.sort(
+    (a, b) => b.primary!.links.length - a.primary!.links.length || (a.src + a.dst < b.src + b.dst ? -1 : 1),
+  );
+  const r = cands[0];
+  if (r === undefined) throw new Error('no voice route between edge sites with a backup');
+  return r;
+}
+
+async function runMode(
+  mode: 'frr' | 'controller',
+  topology: Topology,
+  trials: number,
+  pair: { src: string; dst: string } | null,
+): Promise<ModeResult> {
+  const stateDir = mkdtempSync(path.join(os.tmpdir(), `meridian-bench-failover-${mode}-`));
+  say(`\n== ${mode}: lab up (${topology.sites.length} sites, ${topology.links.length} links) ==`);
+  const t0 = performance.now();
+  let lab: LabDescription;
+  try {
+    lab = await labUp(topology, {
+      stateDir,
+      waitMs: 900_000,
+      startServices: labServices({ stateDir, fastReroute: mode === 'frr', logLevel: 'warn' }),
+    });
+  } catch (err) {
+    await labDown({ stateDir });
+    throw err;
+  }
+  const namespaces = lab.sites.map((s) => s.netns);
+  const api = new Api(lab.controller.http!, lab.apiToken!);
+  const sites = lab.sites.map((s) => s.id);
+  const host = (id: string): string => lab.sites.find((s) => s.id === id)!.address;
+  say(`lab with services up in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const stoppers: (() => void)[] = [];
+  try {
+    // Let the measured state settle (first policies come from nominal values).
+    await sleep(8000);
+    await waitForPoliciesApplied(api.http, api.token, sites, 120_000);
+    const chosen =
+      pair === null ? await pickRoute(api, topology) : (await api.route('voice', pair.src, pair.dst))!;
+    const { src, dst } = chosen;
+    const start = (await api.route('voice', src, dst))!;
+    say(
+      `voice ${src} -> ${dst}: primary ${start.primary!.links.join(', ')}; backup ${start.backup?.links.join(', ') ?? '-'}`,
+    );
+    await markDscp(`mrd-${src}`, [VOICE_PORT], 46);
+    const rx = await startReceiver(`mrd-${dst}`, host(dst), VOICE_PORT);
+    stoppers.push(() => rx.stop());
+    const tx = startSender(`mrd-${src}`, { src: host(src), dst: host(dst), port: VOICE_PORT, pps: 50 });
+    stoppers.push(() => tx.stop());
+    const log: [number, number][] = [];
+    const collect = async (): Promise<void> => {
+      log.push(...(await rx.take()));
+    };
+    const now = (): number => Date.now();
+    await sleep(2000);
+    const b0 = now();
+    await sleep(4000);
+    await collect();
+    const baseline = analyseStream(log, b0, now());
+    say(`baseline (4 s, no failure): longest gap ${baseline.gapMs.toFixed(0)} ms, lost ${baseline.lost}`);
+
+    const result: Trial[] = [];
+    for (const link of start.primary!.links) {
+      for (let i = 1; i <= trials; i++) {
+        const cur = await api.route('voice', src, dst);
+        if (!(cur?.primary?.links ?? []).includes(link)) {
+          say(`  ${link} #${i}: not on the current primary (${cur?.primary?.links.join(',')}); skipped`);
+          await sleep(2000);
+          continue;
+        }
+        const te0 = await labTimeExceeded(namespaces);
+        const failAt = now();
+        await labFault(link, { kind: 'down' }, { stateDir });
+        const convergedMs = await waitUntil(
+          async () => !((await api.route('voice', src, dst))?.primary?.links ?? [link]).includes(link),
+          10_000,
+        );
+        await sleep(Math.max(0, failAt + 3000 - now()));
+        await collect();
+        const s = analyseStream(log, failAt - 100, now());
+        const loops = (await labTimeExceeded(namespaces)) - te0;
+        const clearAt = now();
+        await labFault(link, { kind: 'clear' }, { stateDir });
+        await waitUntil(
+          async () => ((await api.route('voice', src, dst))?.primary?.links ?? []).includes(link),
+          15_000,
+          100,
+        );
+        await sleep(2500);
+        await collect();
+        const restore = analyseStream(log, clearAt, now());
+        const tr: Trial = { link, trial: i, ...s, convergedMs, loops, restore };
+        result.push(tr);
+        say(
+          `  ${link} #${i}: gap ${s.gapMs.toFixed(0)} ms, lost ${s.lost}, dup ${s.duplicated}, reordered ${s.reordered}, loops ${loops}, routes converged ${convergedMs === null ? 'no' : `${convergedMs.toFixed(0)} ms`}; restore: gap ${restore.gapMs.toFixed(0)} ms, dup ${restore.duplicated}, reordered ${restore.reordered}`,
+        );
+      }
+    }
+
+    // Application-aware: delay past the voice SLA (latency) but within the sync SLA.
+    let appAware: ModeResult['appAware'] = null;
+    const voiceNow = await api.route('voice', src, dst);
+    const syncNow = await api.route('sync', src, dst);
+    const shared = (voiceNow?.primary?.links ?? []).find((l) => (syncNow?.primary?.links ?? []).includes(l));
+    const target = shared ?? voiceNow?.primary?.links[0];
+    if (target !== undefined) {
+      const voiceSla = topology.classes.find((c) => c.id === 'voice')?.sla.maxLatencyMs ?? 150;
+      const ms = voiceSla + 50;
+      const at = now();
+      await labFault(target, { kind: 'delay', ms, jitterMs: 0 }, { stateDir });
+      const moved = await waitUntil(
+        async () => !((await api.route('voice', src, dst))?.primary?.links ?? [target]).includes(target),
+        15_000,
+      );
+      await sleep(1000);
+      const syncAfter = await api.route('sync', src, dst);
+      await collect();
+      const stream = analyseStream(log, at, now());
+      appAware = {
+        link: target,
+        voiceMovedMs: moved,
+        syncStayed: shared !== undefined && (syncAfter?.primary?.links ?? []).includes(target),
+        syncRoute: syncAfter?.primary?.links ?? [],
+        stream,
+      };
+      say(
+        `  app-aware: ${target} +${ms} ms one-way: voice left it after ${moved === null ? 'never' : `${moved.toFixed(0)} ms`}; sync ${appAware.syncStayed ? 'stayed on it' : `is on ${appAware.syncRoute.join(',')}`}${shared === undefined ? ' (no link shared by voice and sync)' : ''}; stream gap ${stream.gapMs.toFixed(0)} ms, lost ${stream.lost}, reordered ${stream.reordered}`,
+      );
+      await labFault(target, { kind: 'clear' }, { stateDir });
+    }
+    return {
+      mode,
+      route: `${src}>${dst}`,
+      primary: start.primary!.links,
+      backup: start.backup?.links ?? [],
+      baseline,
+      trials: result,
+      appAware,
+    };
+  } finally {
+    for (const s of stoppers) s();
+    await labDown({ stateDir });
+  }
+}
+
+function summary(r: ModeResult): string {
+  const gaps = r.trials.map((x) => x.gapMs);
+  const conv = r.trials.map((x) => x.convergedMs ?? Infinity);
+  const sum = (f: (x: Trial) => number): number => r.trials.reduce((a, x) => a + f(x), 0);
+  return (
+    `${r.mode}: ${r.trials.length} failures; gap p50 ${quantile(gaps, 0.5).toFixed(0)} ms, p99 ${quantile(gaps, 0.99).toFixed(0)} ms, max ${Math.max(...gaps).toFixed(0)} ms; ` +
+    `lost ${sum((x) => x.lost)} (${(sum((x) => x.lost) / Math.max(1, r.trials.length)).toFixed(1)}/failure), duplicated ${sum((x) => x.duplicated)}, reordered ${sum((x) => x.reordered)}, loops ${sum((x) => x.loops)}; ` +
+    `routes converged p50 ${quantile(conv, 0.5).toFixed(0)} ms, p99 ${quantile(conv, 0.99).toFixed(0)} ms, max ${Math.max(...conv).toFixed(0)} ms; ` +
+    `restore: max gap ${Math.max(...r.trials.map((x) => x.restore.gapMs)).toFixed(0)} ms, duplicated ${sum((x) => x.restore.duplicated)}, reordered ${sum((x) => x.restore.reordered)}`
+  );
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      trials: { type: 'string' },
+      topology: { type: 'string' },
+      only: { type: 'string' },
+      json: { type: 'string' },
+    },
+    strict: true,
+  });
+  const why = await labPrerequisites();
+  if (why !== null) {
+    say(`bench:failover skipped: ${why}`);
+    return;
+  }
+  const trials = Number(values.trials ?? 3);
+  const topology = loadTopology(values.topology ?? REFERENCE_TOPOLOGY_PATH);
+  say(
+    `bench:failover on ${topology.source}: ${trials} trials per link, 50 pps voice (DSCP 46); ${os.cpus().length} CPUs, Node ${process.version}`,
+  );
+  const modes = (values.only !== undefined ? [values.only] : ['frr', 'controller']) as (
+    'frr' | 'controller'
+  )[];
+  const results: ModeResult[] = [];
+  let pair: { src: string; dst: string } | null = null;
+  for (const m of modes) {
+    const r = await runMode(m, topology, trials, pair);
+    const [src = '', dst = ''] = r.route.split('>');
+    pair = { src, dst };
+    results.push(r);
+  }
+  say('\n== summary ==');
+  for (const r of results) say(summary(r));
+  if (values.json !== undefined) writeFileSync(values.json, JSON.stringify(results, null, 2));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `bench:failover failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  process.exitCode = 1;
+});
