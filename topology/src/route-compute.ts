@@ -129,9 +129,21 @@ export function toRoute(
 export function computeRoutes(topology: Topology, options: ComputeRoutesOptions = {}): RouteSet {
   const req = resolveRequest(topology, options);
   const ctx = new RouteContext(topology, options.state);
-  const routes: Route[] = [];
-  for (const cls of req.classes) {
-    for (const p of req.pairs) routes.push(toRoute(ctx, cls, p.src, p.dst, ctx.route(cls, p.src, p.dst)));
+  const routes: Route[] = new Array<Route>(req.classes.length * req.pairs.length);
+  for (const c of computeOrder(req.classes)) {
+    const cls = req.classes[c]!;
+    req.pairs.forEach((p, i) => {
+      routes[c * req.pairs.length + i] = toRoute(ctx, cls, p.src, p.dst, ctx.route(cls, p.src, p.dst));
+    });
   }
   return { routes };
+}
+
+/**
+ * Class indices in the order to compute them: larger `maxUtilPct` (more usable links) first, so that
+ * a class with a smaller usable set finds the answers of its supersets cached (the result does not
+ * depend on the order).
+ */
+export function computeOrder(classes: readonly TrafficClass[]): number[] {
+  return classes.map((_, i) => i).sort((a, b) => classes[b]!.maxUtilPct - classes[a]!.maxUtilPct || a - b);
 }

@@ -59,8 +59,11 @@ export class RouteContext {
   readonly #usableByClass = new Map<string, UsableSet>();
   readonly #upSet: UsableSet;
   readonly #trees = new Map<number, Tree>();
-  readonly #primaryCandidates = new Map<number, readonly number[] | null>();
-  readonly #backupCandidates = new Map<number, readonly number[] | null>();
+  readonly #bestCandidates = new Map<number, { set: UsableSet; best: readonly number[] | null }[]>();
+  readonly #backupCandidates = new Map<
+    number,
+    { set: UsableSet; primary: readonly number[]; backup: readonly number[] | null }[]
+  >();
   readonly #utilExcess = new Map<string, Float64Array>();
 
   constructor(topology: Topology, state?: NetworkState) {
@@ -175,13 +178,108 @@ export class RouteContext {
 
   /** Tree of `kind` rooted at `root` over `set` (cached). */
   tree(set: UsableSet, kind: TreeKind, root: number): Tree {
-    const key = (set.id * 6 + KIND_INDEX[kind]) * this.graph.n + root;
+    const n = this.graph.n;
+    const kindIndex = KIND_INDEX[kind];
+    const key = (set.id * 6 + kindIndex) * n + root;
     let t = this.#trees.get(key);
     if (t === undefined) {
       t = shortestTree(this.graph, root, set.allowed, this.weights(kind));
       this.#trees.set(key, t);
     }
     return t;
+  }
+
+  readonly #differences = new Map<number, readonly number[]>();
+
+  /** Links usable by exactly one of two sets. */
+  #difference(a: UsableSet, b: UsableSet): readonly number[] {
+    const key = Math.min(a.id, b.id) * 65536 + Math.max(a.id, b.id);
+    let d = this.#differences.get(key);
+    if (d === undefined) {
+      const out: number[] = [];
+      for (let e = 0; e < this.graph.m; e++) if (a.allowed[e] !== b.allowed[e]) out.push(e);
+      d = out;
+      this.#differences.set(key, d);
+    }
+    return d;
+  }
+
+  /** True when every link usable by `b` is usable by `a`. */
+  #contains(a: UsableSet, b: UsableSet): boolean {
+    for (const e of this.#difference(a, b)) if (b.allowed[e] === 1) return false;
+    return true;
+  }
+
+  /**
+   * The best path over `set` (no SLA), or `null` when `dst` cannot be reached over it: a superset's
+   * cached best path when it lies within `set` (nothing in the smaller set can beat it), else the walk
+   * of `set`'s tree rooted at `dst` (cached).
+   */
+  #unconstrainedBest(
+    set: UsableSet,
+    objective: Objective,
+    src: number,
+    dst: number,
+  ): readonly number[] | null {
+    const g = this.graph;
+    const key = (KIND_INDEX[objective] * g.n + src) * g.n + dst;
+    let list = this.#bestCandidates.get(key);
+    if (list === undefined) {
+      list = [];
+      this.#bestCandidates.set(key, list);
+    }
+    for (const c of list) {
+      if (c.set === set) return c.best;
+      if (!this.#contains(c.set, set)) continue;
+      if (c.best === null || c.best.every((e) => set.allowed[e] === 1)) {
+        list.push({ set, best: c.best });
+        return c.best;
+      }
+    }
+    const tree = this.tree(set, objective, dst);
+    const best = walkTree(g, tree, src, dst, set.allowed, this.weights(objective));
+    list.push({ set, best });
+    return best;
+  }
+
+  /**
+   * The best path avoiding `primary` over `set` (no SLA): from a superset's cached answer for the same
+   * primary when that answer lies within `set` (then nothing better exists in the smaller set), else
+   * by `aStar` (cached).
+   */
+  #disjointBest(
+    set: UsableSet,
+    objective: Objective,
+    src: number,
+    dst: number,
+    primary: readonly number[],
+  ): readonly number[] | null {
+    const g = this.graph;
+    const key = (KIND_INDEX[objective] * g.n + src) * g.n + dst;
+    let list = this.#backupCandidates.get(key);
+    if (list === undefined) {
+      list = [];
+      this.#backupCandidates.set(key, list);
+    }
+    for (const c of list) {
+      if (c.primary !== primary) continue;
+      if (c.set === set) return c.backup;
+      if (c.backup !== null && this.#contains(c.set, set) && c.backup.every((e) => set.allowed[e] === 1)) {
+        list.push({ set, primary, backup: c.backup });
+        return c.backup;
+      }
+    }
+    const b = aStar(
+      g,
+      src,
+      dst,
+      set.allowed,
+      primary,
+      this.weights(objective),
+      this.tree(set, objective, dst),
+    );
+    list.push({ set, primary, backup: b });
+    return b;
   }
 
   slaBounds(set: UsableSet, root: number): SlaBounds {
@@ -396,20 +494,10 @@ export class RouteContext {
     if (g.component[src] !== g.component[dst]) return { status: 'unreachable', primary: null, backup: null };
     const set = this.usable(cls);
     const w = this.weights(cls.objective);
-    const bound = this.tree(set, cls.objective, dst);
-    if (bound.d1[src] !== Infinity) {
-      const key = ((set.id * 3 + KIND_INDEX[cls.objective]) * g.n + src) * g.n + dst;
-      let cand = this.#primaryCandidates.get(key);
-      if (cand === undefined) {
-        cand = walkTree(g, bound, src, dst, set.allowed, w);
-        this.#primaryCandidates.set(key, cand);
-      }
-      if (cand !== null && this.meetsSla(cand, cls)) {
-        let b = this.#backupCandidates.get(key);
-        if (b === undefined) {
-          b = aStar(g, src, dst, set.allowed, cand, w, bound);
-          this.#backupCandidates.set(key, b);
-        }
+    const cand = this.#unconstrainedBest(set, cls.objective, src, dst);
+    if (cand !== null) {
+      if (this.meetsSla(cand, cls)) {
+        const b = this.#disjointBest(set, cls.objective, src, dst, cand);
         return { status: 'ok', primary: cand, backup: this.#feasibleBackup(cls, src, dst, cand, b) };
       }
       const primary = this.#search({
@@ -422,7 +510,7 @@ export class RouteContext {
         mode: 'feasible',
       });
       if (primary !== null) {
-        const b = aStar(g, src, dst, set.allowed, primary, w, bound);
+        const b = aStar(g, src, dst, set.allowed, primary, w, this.tree(set, cls.objective, dst));
         return { status: 'ok', primary, backup: this.#feasibleBackup(cls, src, dst, primary, b) };
       }
     }

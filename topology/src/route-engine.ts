@@ -16,7 +16,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { LOSS_EPSILON_PCT, toUnits, utilWithin } from './path-metrics';
-import { checkState, resolveRequest, toRoute, type SitePair } from './route-compute';
+import { checkState, computeOrder, resolveRequest, toRoute, type SitePair } from './route-compute';
 import { RouteContext, type RawRoute } from './route-context';
 import {
   NO_MARGINS,
@@ -86,19 +86,22 @@ export class RouteEngine {
     const req = resolveRequest(topology, options);
     this.#state = { ...(options.state?.links ?? {}) };
     this.#ctx = new RouteContext(topology, { links: this.#state });
-    for (const cls of req.classes) {
-      for (const { src, dst } of req.pairs) {
+    const slots = new Array<Slot>(req.classes.length * req.pairs.length);
+    for (const c of computeOrder(req.classes)) {
+      const cls = req.classes[c]!;
+      req.pairs.forEach(({ src, dst }, i) => {
         const pure = this.#ctx.route(cls, src, dst);
-        this.#slots.push({
+        slots[c * req.pairs.length + i] = {
           cls,
           src,
           dst,
           pure,
           active: pure,
           route: toRoute(this.#ctx, cls, src, dst, pure),
-        });
-      }
+        };
+      });
     }
+    for (const slot of slots) this.#slots.push(slot);
   }
 
   /** The routes in force, by class in topology order then pair order. */
