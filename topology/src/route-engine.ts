@@ -184,25 +184,39 @@ export class RouteEngine {
     const g = ctx.graph;
     const isChanged = new Uint8Array(g.m);
     for (const e of changed) isChanged[e] = 1;
-    const touches = (links: readonly number[] | null) =>
-      links !== null && links.some((e) => isChanged[e] === 1);
+    const touches = (links: readonly number[] | null): boolean => {
+      if (links === null) return false;
+      for (let i = 0; i < links.length; i++) if (isChanged[links[i]!] === 1) return true;
+      return false;
+    };
     const anyUp = changed.some((e) => g.up[e] === 1);
-    const bounds = new Map<string, ThroughBound[]>();
-    return this.#slots.map((slot) => {
-      if (changed.length === 0) return false;
-      if (touches(slot.pure.primary) || touches(slot.pure.backup)) return true;
-      if (touches(slot.active.primary) || touches(slot.active.backup)) return true;
-      if (slot.pure.status !== 'ok') return anyUp;
+    const bounds = new Map<string, ClassBounds>();
+    const out = new Array<boolean>(this.#slots.length).fill(false);
+    if (changed.length === 0) return out;
+    for (let i = 0; i < this.#slots.length; i++) {
+      const slot = this.#slots[i]!;
+      const { pure, active } = slot;
+      if (
+        touches(pure.primary) ||
+        touches(pure.backup) ||
+        (active !== pure && (touches(active.primary) || touches(active.backup)))
+      ) {
+        out[i] = true;
+        continue;
+      }
+      if (pure.status !== 'ok') {
+        out[i] = anyUp;
+        continue;
+      }
       let through = bounds.get(slot.cls.id);
       if (through === undefined) {
-        through = throughBounds(ctx, slot.cls, changed);
+        through = classBounds(ctx, slot.cls, changed);
         bounds.set(slot.cls.id, through);
       }
-      return (
-        mayBeat(ctx, slot, slot.pure, through) ||
-        (slot.active !== slot.pure && mayBeat(ctx, slot, slot.active, through))
-      );
-    });
+      if (through.links.length === 0) continue;
+      out[i] = mayBeat(ctx, slot, pure, through) || (active !== pure && mayBeat(ctx, slot, active, through));
+    }
+    return out;
   }
 }
 
@@ -228,6 +242,24 @@ interface ThroughBound {
   readonly lat: Float64Array[];
   readonly jit: Float64Array[];
   readonly loss: Float64Array[];
+}
+
+/** The through-link trees of one class and its bounds in the units `mayBeat` compares. */
+interface ClassBounds {
+  readonly links: readonly ThroughBound[];
+  readonly maxLat: number;
+  readonly maxJit: number;
+  readonly maxLossLog: number;
+}
+
+function classBounds(ctx: RouteContext, cls: TrafficClass, changed: readonly number[]): ClassBounds {
+  const lossCap = (cls.sla.maxLossPct + LOSS_EPSILON_PCT) / 100;
+  return {
+    links: throughBounds(ctx, cls, changed),
+    maxLat: toUnits(cls.sla.maxLatencyMs),
+    maxJit: toUnits(cls.sla.maxJitterMs),
+    maxLossLog: lossCap >= 1 ? Infinity : -Math.log1p(-lossCap) * (1 + 1e-9) + 1e-12,
+  };
 }
 
 function throughBounds(ctx: RouteContext, cls: TrafficClass, changed: readonly number[]): ThroughBound[] {
@@ -258,17 +290,12 @@ function throughBounds(ctx: RouteContext, cls: TrafficClass, changed: readonly n
  * False only when no feasible path through a changed link can displace the `ok` route's primary or
  * backup: each such path must rank after the backup, which must exist and share no link.
  */
-function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, through: readonly ThroughBound[]): boolean {
-  if (through.length === 0) return false;
+function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, bounds: ClassBounds): boolean {
   const g = ctx.graph;
   const { cls, src, dst } = slot;
-  const maxLat = toUnits(cls.sla.maxLatencyMs);
-  const maxJit = toUnits(cls.sla.maxJitterMs);
-  const lossCap = (cls.sla.maxLossPct + LOSS_EPSILON_PCT) / 100;
-  const maxLossLog = lossCap >= 1 ? Infinity : -Math.log1p(-lossCap) * (1 + 1e-9) + 1e-12;
-  const w = ctx.weights(cls.objective);
+  const { maxLat, maxJit, maxLossLog } = bounds;
   let backupKey: [number, number, number] | null | undefined;
-  for (const t of through) {
+  for (const t of bounds.links) {
     const e = t.e;
     // Orientation 0: src .. a -e- b .. dst; orientation 1: src .. b -e- a .. dst.
     for (let o = 0; o < 2; o++) {
@@ -280,6 +307,7 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, through: readon
       if (!(lat <= maxLat && jit <= maxJit && loss <= maxLossLog)) continue;
       if (backupKey === undefined) backupKey = disjointBackupKey(ctx, cls, route);
       if (backupKey === null) return true;
+      const w = ctx.weights(cls.objective);
       const n = t.obj[near]!;
       const f = t.obj[far]!;
       const k1 = n[0][src]! + w.w1[e]! + f[0][dst]!;
