@@ -149,7 +149,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
           return fail('fast reroute needs a fixed --probe-listen port (the same at every site)');
         frr = new FastReroute({
           applier,
-          reflectorPort: listen.port,
+          // The path reflector listens on the host address, next to the probe port.
+          reflectorPort: listen.port + 1,
           intervalMs: frrInterval,
           log: log.child({ site: values.site }),
         });

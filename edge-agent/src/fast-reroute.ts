@@ -7,7 +7,9 @@
  * probe-packet.ts) sent from the site's host address and the path's probe source port
  * (`base + 2×slot`, `+1` for the backup) to the destination's host address always takes that path
  * (the driver pins it by source port), whichever path the route's traffic uses; the destination
- * agent's probe reflector (same port at every site: `reflectorPort`) answers. So a link dying
+ * agent's path reflector (`reflectorPort` on its host address, the same at every site) answers
+ * twice, from the probe ports of its own primary and backup paths back (link-disjoint), so a dead
+ * link on one way back does not look like the probed path dying. So a link dying
  * anywhere on the path shows at the source as lost probes. Routes whose paths are the same link
  * sequence share one prober (one representative port): probe load grows with distinct paths, not
  * with classes.
@@ -25,13 +27,16 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { DriverPolicyApplier } from './agent-policy';
-import { encodeProbeRequest, nowUs, parseProbe, randomId32 } from './probe-packet';
+import { encodeProbeRequest, nowUs, parseProbe, randomId32, stampReply } from './probe-packet';
 import { pathProbePort, routeKey, type PathState, type SitePolicy } from './policy';
 import { RerouteDecider, type RerouteAction } from './policy-reroute';
 
 export interface FastRerouteOptions {
   readonly applier: DriverPolicyApplier;
-  /** UDP port of the probe reflectors at the destinations (the lab: the same at every site). */
+  /**
+   * UDP port of the path reflectors (every agent with fast reroute runs one on its host address;
+   * the same port at every site: the lab uses the probe port + 1).
+   */
   readonly reflectorPort: number;
   readonly log: Logger;
   /** Probe period per distinct path (default 20 ms). */
@@ -99,6 +104,17 @@ function firstHost(prefix: string): string {
   return [24, 16, 8, 0].map((s) => Math.floor(h / 2 ** s) % 256).join('.');
 }
 
+function ipToInt(ip: string): number {
+  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+function cidrRange(cidr: string): [number, number] {
+  const [addr = '0.0.0.0', lenText = '32'] = cidr.split('/');
+  const size = 2 ** (32 - Number(lenText));
+  const lo = Math.floor(ipToInt(addr) / size) * size;
+  return [lo, lo + size - 1];
+}
+
 export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
   readonly #opts: FastRerouteOptions;
   readonly #log: Logger;
@@ -113,6 +129,10 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
   #policy: SitePolicy | null = null;
   #probers = new Map<string, Prober>();
   #timer: NodeJS.Timeout | null = null;
+  #reflector: dgram.Socket | null = null;
+  #reflectorHost = '';
+  /** Per destination site: the probers of its routes' primary and backup (the ways back for replies). */
+  #wayBack = new Map<string, { prefixes: [number, number][]; probers: string[] }>();
   #stopped = false;
   readonly #counters: FastRerouteCounters = { sent: 0, answered: 0, lost: 0, switches: 0, failedSwitches: 0 };
 
@@ -125,7 +145,7 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     this.#warmup = opts.warmupMs ?? 2000;
     // A path is up again after a few answers (so a route never moves onto a path still dead);
     // going back to the primary after a switch waits much longer (see #revertCheck).
-    this.#decider = new RerouteDecider({ downAfterMisses: opts.downAfterMisses ?? 3, upAfterOks: 5 });
+    this.#decider = new RerouteDecider({ downAfterMisses: opts.downAfterMisses ?? 3, upAfterOks: 2 });
     this.#revertAfter = Math.max(1, Math.ceil((opts.revertAfterMs ?? 3000) / this.#interval));
     opts.applier.onApplied((p, active) => this.setPolicy(p, active));
   }
@@ -200,11 +220,52 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     for (const [id, p] of this.#probers) if (next.get(id) !== p) p.socket?.close();
     for (const p of toOpen) p.socket = this.#open(policy.hostAddress, p.port, p.id);
     this.#probers = next;
+    // Ways back: for each destination, the probers of one route's primary and backup (link-disjoint).
+    this.#wayBack = new Map();
+    for (const r of [...policy.routes].sort((x, y) => x.slot - y.slot)) {
+      if (this.#wayBack.has(r.dst)) continue;
+      const ids = [r.primary, r.backup]
+        .filter((x): x is PathState => x !== null)
+        .map((x) => `${firstHost(r.dstPrefixes[0] ?? '0.0.0.0/32')}|${x.links.join('>')}`)
+        .filter((id) => next.has(id));
+      this.#wayBack.set(r.dst, { prefixes: r.dstPrefixes.map(cidrRange), probers: ids });
+    }
+    if (this.#reflector === null || this.#reflectorHost !== policy.hostAddress) {
+      this.#reflector?.close();
+      this.#reflectorHost = policy.hostAddress;
+      const r = dgram.createSocket('udp4');
+      r.on('error', (err) => this.#log.warn({ err }, 'path reflector socket error'));
+      r.on('message', (msg, rinfo) => this.#reflect(msg, rinfo.address, rinfo.port));
+      r.bind(this.#opts.reflectorPort, policy.hostAddress);
+      this.#reflector = r;
+    }
     if (this.#timer === null) this.#timer = setInterval(() => this.#tick(), this.#interval);
     this.#log.info(
       { paths: next.size, routes: policy.routes.length, version: policy.version },
       'path probes planned',
     );
+  }
+
+  /**
+   * Answers a path probe of another site twice: from the probe ports of this site's primary and
+   * backup path towards the asking site, so the answers go back along two link-disjoint paths and
+   * one dead link cannot silence both (the asker's primary and backup probes would otherwise share
+   * one way back, and a link on it would look like both of its paths dying).
+   */
+  #reflect(msg: Buffer, host: string, port: number): void {
+    const t2 = nowUs();
+    const parsed = parseProbe(msg);
+    if (!parsed.ok || parsed.packet.type !== 'request') return;
+    const ip = ipToInt(host);
+    let sockets: dgram.Socket[] = [];
+    for (const w of this.#wayBack.values()) {
+      if (!w.prefixes.some(([lo, hi]) => ip >= lo && ip <= hi)) continue;
+      sockets = w.probers.map((id) => this.#probers.get(id)?.socket).filter((x): x is dgram.Socket => !!x);
+      break;
+    }
+    if (sockets.length === 0 && this.#reflector !== null) sockets = [this.#reflector];
+    stampReply(msg, t2, nowUs());
+    for (const s of sockets) s.send(msg, port, host, () => undefined);
   }
 
   #open(host: string, port: number, id: string): dgram.Socket {
@@ -337,5 +398,7 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     this.#timer = null;
     for (const p of this.#probers.values()) p.socket?.close();
     this.#probers.clear();
+    this.#reflector?.close();
+    this.#reflector = null;
   }
 }

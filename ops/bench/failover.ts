@@ -8,7 +8,7 @@
 // longest gap between packets, lost, duplicated and reordered packets, ICMP time-exceeded in the
 // whole lab (loops), and the time until the controller's voice route avoids the link (GET
 // /api/v1/routes polled every 25 ms); then clear the link and wait for the route to come back.
-// Application-aware case: raise one link's delay past the voice SLA but not the sync SLA and time
+// Application-aware case: raise one link's loss past the voice SLA but not the sync SLA and time
 // until the voice route leaves it while the sync route stays.
 //
 // Run: npm run bench:failover [-- --trials N] [--topology FILE] [--only frr|controller] [--json FILE]
@@ -214,17 +214,20 @@ async function runMode(
       }
     }
 
-    // Application-aware: delay past the voice SLA (latency) but within the sync SLA.
+    // Application-aware: loss past the voice SLA but within the sync SLA.
     let appAware: ModeResult['appAware'] = null;
     const voiceNow = await api.route('voice', src, dst);
     const syncNow = await api.route('sync', src, dst);
     const shared = (voiceNow?.primary?.links ?? []).find((l) => (syncNow?.primary?.links ?? []).includes(l));
     const target = shared ?? voiceNow?.primary?.links[0];
     if (target !== undefined) {
-      const voiceSla = topology.classes.find((c) => c.id === 'voice')?.sla.maxLatencyMs ?? 150;
-      const ms = voiceSla + 50;
+      // Loss between the two SLAs (voice 1 %, sync 5 % in the reference): a delay past the voice
+      // latency SLA would exceed the telemetry probe timeout (100 ms) and read as link down.
+      const voiceLoss = topology.classes.find((c) => c.id === 'voice')?.sla.maxLossPct ?? 1;
+      const syncLoss = topology.classes.find((c) => c.id === 'sync')?.sla.maxLossPct ?? 5;
+      const pct = Math.round(((voiceLoss + syncLoss) / 2) * 10) / 10;
       const at = now();
-      await labFault(target, { kind: 'delay', ms, jitterMs: 0 }, { stateDir });
+      await labFault(target, { kind: 'loss', pct }, { stateDir });
       const moved = await waitUntil(
         async () => !((await api.route('voice', src, dst))?.primary?.links ?? [target]).includes(target),
         15_000,
@@ -241,7 +244,7 @@ async function runMode(
         stream,
       };
       say(
-        `  app-aware: ${target} +${ms} ms one-way: voice left it after ${moved === null ? 'never' : `${moved.toFixed(0)} ms`}; sync ${appAware.syncStayed ? 'stayed on it' : `is on ${appAware.syncRoute.join(',')}`}${shared === undefined ? ' (no link shared by voice and sync)' : ''}; stream gap ${stream.gapMs.toFixed(0)} ms, lost ${stream.lost}, reordered ${stream.reordered}`,
+        `  app-aware: ${target} loss ${pct} %: voice left it after ${moved === null ? 'never' : `${moved.toFixed(0)} ms`}; sync ${appAware.syncStayed ? 'stayed on it' : `is on ${appAware.syncRoute.join(',')}`}${shared === undefined ? ' (no link shared by voice and sync)' : ''}; stream gap ${stream.gapMs.toFixed(0)} ms, lost ${stream.lost}, reordered ${stream.reordered}`,
       );
       await labFault(target, { kind: 'clear' }, { stateDir });
     }
