@@ -26,7 +26,7 @@ import {
   type LabelResult,
   type SlaBounds,
 } from './path-search';
-import { RouteGraph, shortestTree, type Tree, type Weights } from './route-graph';
+import { RouteGraph, repairTree, shortestTree, viaNotWorse, type Tree, type Weights } from './route-graph';
 import type { NetworkState, Objective, Path, RouteStatus, Topology, TrafficClass } from './types';
 
 /** A route as link-index lists (internal form). */
@@ -59,6 +59,8 @@ export class RouteContext {
   readonly #usableByClass = new Map<string, UsableSet>();
   readonly #upSet: UsableSet;
   readonly #trees = new Map<number, Tree>();
+  /** Trees of the previous context that one changed link reaches: repaired when first needed. */
+  readonly #repairs = new Map<number, () => Tree>();
   readonly #bestCandidates = new Map<number, { set: UsableSet; best: readonly number[] | null }[]>();
   readonly #backupCandidates = new Map<
     number,
@@ -112,7 +114,15 @@ export class RouteContext {
           break;
         }
       }
-      if (ok) this.#trees.set((pair[1].id * 6 + kindIndex) * n + root, tree);
+      const newKey = (pair[1].id * 6 + kindIndex) * n + root;
+      if (ok) this.#trees.set(newKey, tree);
+      else if (changed.length === 1) {
+        // One changed link (the usual update): repair the tree where the change reaches it.
+        const e = changed[0]!;
+        const oldAllowed = pair[0].allowed;
+        const allowed = pair[1].allowed;
+        this.#repairs.set(newKey, () => repairTree(g, tree, root, e, oldAllowed, ow, allowed, nw));
+      }
     }
   }
 
@@ -183,7 +193,8 @@ export class RouteContext {
     const key = (set.id * 6 + kindIndex) * n + root;
     let t = this.#trees.get(key);
     if (t === undefined) {
-      t = shortestTree(this.graph, root, set.allowed, this.weights(kind));
+      const repair = this.#repairs.get(key);
+      t = repair !== undefined ? repair() : shortestTree(this.graph, root, set.allowed, this.weights(kind));
       this.#trees.set(key, t);
     }
     return t;
@@ -707,19 +718,5 @@ export class RouteContext {
  */
 function mayUse(t: Tree, a: number, b: number, w: Weights, e: number): boolean {
   if (t.d1[a] === Infinity && t.d1[b] === Infinity) return false;
-  return notWorse(t, b, a, w, e) || notWorse(t, a, b, w, e);
-}
-
-/** (w(e) + d(from)) ≤ d(to) lexicographically, with slack. */
-function notWorse(t: Tree, from: number, to: number, w: Weights, e: number): boolean {
-  const x1 = w.w1[e]! + t.d1[from]!;
-  const y1 = t.d1[to]!;
-  if (x1 === Infinity) return false;
-  if (x1 > y1 + Math.abs(y1) * 1e-9 + 1e-9) return false;
-  // Below, or within the slack above (rounding of float sums): count it as usable (safe side).
-  if (x1 !== y1) return true;
-  const x2 = w.w2[e]! + t.d2[from]!;
-  const y2 = t.d2[to]!;
-  if (x2 !== y2) return x2 < y2;
-  return w.w3[e]! + t.d3[from]! <= t.d3[to]!;
+  return viaNotWorse(t, b, a, w, e) || viaNotWorse(t, a, b, w, e);
 }

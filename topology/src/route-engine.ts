@@ -145,6 +145,9 @@ export class RouteEngine {
     this.#slots.forEach((slot, i) => {
       if (!affected[i]) return;
       recomputed++;
+      // A route held by hysteresis keeps its object while its links' metrics change: drop its key.
+      backupKeys.delete(slot.pure);
+      backupKeys.delete(slot.active);
       const pure = ctx.route(slot.cls, slot.src, slot.dst);
       const { route, reason } = decideRoute(
         ctx,
@@ -321,12 +324,23 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, bounds: ClassBo
   return false;
 }
 
+/**
+ * Keys of disjoint backups by route object. A route keeps its object while none of its links changes
+ * (a route touching a changed link is recomputed, and its entries dropped first: see `update`).
+ */
+const backupKeys = new WeakMap<RawRoute, [number, number, number] | null>();
+
 /** The key of an `ok` route's backup when it shares no link with the primary, else `null`. */
 function disjointBackupKey(
   ctx: RouteContext,
   cls: TrafficClass,
   route: RawRoute,
 ): [number, number, number] | null {
-  const { primary, backup } = route;
-  return backup !== null && !backup.some((e) => primary!.includes(e)) ? ctx.key(backup, cls.objective) : null;
+  let k = backupKeys.get(route);
+  if (k === undefined) {
+    const { primary, backup } = route;
+    k = backup !== null && !backup.some((e) => primary!.includes(e)) ? ctx.key(backup, cls.objective) : null;
+    backupKeys.set(route, k);
+  }
+  return k;
 }

@@ -306,3 +306,106 @@ export function shortestTree(g: RouteGraph, root: number, allowed: Uint8Array, w
   }
   return { d1, d2, d3 };
 }
+
+/** (w(e) + d(from)) ≤ d(to) lexicographically, counting near-equal first components (float sums) as ≤. */
+export function viaNotWorse(t: Tree, from: number, to: number, w: Weights, e: number): boolean {
+  const x1 = w.w1[e]! + t.d1[from]!;
+  const y1 = t.d1[to]!;
+  if (x1 === Infinity) return false;
+  if (x1 > y1 + Math.abs(y1) * 1e-9 + 1e-9) return false;
+  if (x1 !== y1) return true;
+  const x2 = w.w2[e]! + t.d2[from]!;
+  const y2 = t.d2[to]!;
+  if (x2 !== y2) return x2 < y2;
+  return w.w3[e]! + t.d3[from]! <= t.d3[to]!;
+}
+
+/**
+ * The tree after one link `e` changed (its usability or weights), from the tree before: exact, like a
+ * rebuild. First the sites whose best path may use `e` (its "via" ends and every site with a tight
+ * link into them) are recomputed without `e` from their neighbours' unchanged distances; then `e`
+ * with its new weights (when usable) improves what it can. Both are Dijkstra runs seeded with known
+ * distances, so they settle only the part of the tree the change reaches.
+ */
+export function repairTree(
+  g: RouteGraph,
+  old: Tree,
+  root: number,
+  e: number,
+  oldAllowed: Uint8Array,
+  oldW: Weights,
+  allowed: Uint8Array,
+  w: Weights,
+): Tree {
+  const n = g.n;
+  const d1 = old.d1.slice();
+  const d2 = old.d2.slice();
+  const d3 = old.d3.slice();
+  const heap = new SiteHeap(n, (x, y) => {
+    if (d1[x] !== d1[y]) return d1[x]! < d1[y]!;
+    if (d2[x] !== d2[y]) return d2[x]! < d2[y]!;
+    return d3[x]! < d3[y]!;
+  });
+  const settle = (skip: number): void => {
+    while (heap.size > 0) {
+      const u = heap.pop();
+      for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+        const l = g.adjLink[k]!;
+        if (l === skip || allowed[l] === 0) continue;
+        const v = g.adjNbr[k]!;
+        const n1 = d1[u]! + w.w1[l]!;
+        const n2 = d2[u]! + w.w2[l]!;
+        const n3 = d3[u]! + w.w3[l]!;
+        if (n1 > d1[v]! || (n1 === d1[v] && (n2 > d2[v]! || (n2 === d2[v] && n3 >= d3[v]!)))) continue;
+        d1[v] = n1;
+        d2[v] = n2;
+        d3[v] = n3;
+        heap.push(v);
+      }
+    }
+  };
+  const a = g.la[e]!;
+  const b = g.lb[e]!;
+  if (oldAllowed[e] === 1) {
+    // Sites that may depend on e: BFS along tight links (old weights) away from e's via ends.
+    const inA = new Uint8Array(n);
+    inA[root] = 2; // never reset: with zero-weight links the root looks "via e" too
+    const queue: number[] = [];
+    const add = (x: number): void => {
+      inA[x] = 1;
+      queue.push(x);
+    };
+    if (inA[b] === 0 && viaNotWorse(old, a, b, oldW, e)) add(b);
+    if (inA[a] === 0 && viaNotWorse(old, b, a, oldW, e)) add(a);
+    for (let i = 0; i < queue.length; i++) {
+      const z = queue[i]!;
+      for (let k = g.adjStart[z]!, end = g.adjStart[z + 1]!; k < end; k++) {
+        const l = g.adjLink[k]!;
+        const y = g.adjNbr[k]!;
+        if (inA[y] !== 0 || l === e || oldAllowed[l] === 0) continue;
+        if (viaNotWorse(old, z, y, oldW, l)) add(y);
+      }
+    }
+    if (queue.length > 0) {
+      for (const y of queue) {
+        d1[y] = Infinity;
+        d2[y] = Infinity;
+        d3[y] = Infinity;
+      }
+      // Seed with every site outside A next to A (distances there are exact without e).
+      for (const y of queue) {
+        for (let k = g.adjStart[y]!, end = g.adjStart[y + 1]!; k < end; k++) {
+          const z = g.adjNbr[k]!;
+          if (inA[z] !== 1 && d1[z] !== Infinity) heap.push(z);
+        }
+      }
+      settle(e);
+    }
+  }
+  if (allowed[e] === 1) {
+    heap.push(a);
+    heap.push(b);
+    settle(-1);
+  }
+  return { d1, d2, d3 };
+}
