@@ -135,13 +135,18 @@ export async function labPolicyStatus(http: string, apiToken: string): Promise<L
   return body?.agents ?? null;
 }
 
-/** Waits until every site's agent has applied its current target policy; returns the last status. */
+/**
+ * Waits until every site's agent has applied its current target policy (or, with `firstOnly`, any
+ * policy: while measurements arrive the controller may issue new versions faster than a large
+ * site applies them); returns the last status.
+ */
 export async function waitForPoliciesApplied(
   http: string,
   apiToken: string,
   sites: readonly string[],
   timeoutMs: number,
   check?: () => void,
+  firstOnly = false,
 ): Promise<LabPolicyStatus[]> {
   const deadline = Date.now() + timeoutMs;
   let last: LabPolicyStatus[] = [];
@@ -150,7 +155,7 @@ export async function waitForPoliciesApplied(
     last = (await labPolicyStatus(http, apiToken)) ?? last;
     const ok = sites.every((s) => {
       const a = last.find((x) => x.site === s);
-      return a !== undefined && a.status === 'applied' && (a.appliedVersion ?? 0) > 0;
+      return a !== undefined && (firstOnly || a.status === 'applied') && (a.appliedVersion ?? 0) > 0;
     });
     if (ok) return last;
     if (Date.now() >= deadline) {
@@ -255,6 +260,7 @@ export function labServices(
             );
           }
         },
+        true,
       );
       return { http, grpc: file.grpc, apiToken, pids: services.map((r) => ({ pid: r.pid, what: WHAT })) };
     } catch (err) {
