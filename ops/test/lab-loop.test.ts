@@ -104,8 +104,19 @@ t.test('closed loop on a namespace lab', async (t) => {
     });
     return (await res.json()) as T;
   };
-  const voiceRoute = async (): Promise<ApiRoute> =>
-    (await api<{ routes: ApiRoute[] }>('/api/v1/routes?class=voice&from=ll-a&to=ll-d')).routes[0]!;
+  /**
+   * The voice route ll-a -> ll-d in force, once it has a primary: right after an agent restart its
+   * links read as down until its reflector answers again, and the route is briefly unreachable.
+   */
+  const voiceRoute = async (): Promise<ApiRoute> => {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = (await api<{ routes: ApiRoute[] }>('/api/v1/routes?class=voice&from=ll-a&to=ll-d'))
+        .routes[0]!;
+      if ((r.primary as Path | null) !== null || Date.now() > deadline) return r;
+      await sleep(200);
+    }
+  };
   const waitFor = async (what: string, check: () => Promise<boolean>, ms: number): Promise<boolean> => {
     const deadline = Date.now() + ms;
     while (Date.now() < deadline) {
@@ -261,8 +272,21 @@ t.test('closed loop on a namespace lab', async (t) => {
     await sleep(1500);
     const failAt = Date.now();
     await labFault(cut, { kind: 'down' }, { stateDir });
-    const rerouted = await waitFor('fast reroute', async () => Promise.resolve(frrEvents() > before), 10_000);
-    t.ok(rerouted, `ll-a's agent switched voice/ll-d to its backup (event in ${logFile})`);
+    // Whoever is first moves the traffic: ll-a's fast reroute (probe loss on the path) or the
+    // controller's recompute and push (the far end's probes of the cut link). Usually the agent;
+    // on a loaded machine the controller sometimes wins, and then the agent has nothing to switch.
+    const avoided = async (): Promise<boolean> =>
+      !((await voiceRoute()).primary?.links ?? [cut]).includes(cut);
+    const rerouted = await waitFor(
+      'a reroute',
+      async () => frrEvents() > before || (await avoided()),
+      10_000,
+    );
+    const byAgent = frrEvents() > before;
+    t.ok(
+      rerouted,
+      `voice/ll-d left ${cut}: ${byAgent ? "ll-a's fast reroute" : "the controller's push"} (log ${logFile})`,
+    );
     const converged = await waitFor(
       'routes around the cut',
       async () => !((await voiceRoute()).primary?.links ?? [cut]).includes(cut),
