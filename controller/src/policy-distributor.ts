@@ -247,6 +247,11 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
     this.counters.acks++;
     const t = this.#targets.get(site);
     const version = Number(ack.version);
+    // What is in force at the agent is a fact whichever push the ack answers: while versions follow
+    // each other faster than a site applies them, every ack is of an outdated target, and
+    // `appliedVersion` must still move (the agent never goes back, so only upwards).
+    if (t !== undefined && Number(ack.appliedVersion) > t.appliedVersion)
+      t.appliedVersion = Number(ack.appliedVersion);
     if (
       t === undefined ||
       version !== t.version ||

@@ -87,6 +87,22 @@ t.test('acks, failures, reconnects and late acks', async (t) => {
     t.equal(after.appliedVersion, before.appliedVersion);
     t.equal(after.error, null);
   });
+
+  t.test('an ack of an outdated push still moves appliedVersion up (never down)', async (t) => {
+    const before = c.distributor.statusOf('bj1')!;
+    const acks = c.distributor.counters.acks;
+    bj1.ack({ version: 1, hash: v1.hash, ok: true, appliedVersion: before.appliedVersion + 1 });
+    bj1.ack({ version: 1, hash: v1.hash, ok: true, appliedVersion: 1 });
+    await eventually(() => c.distributor.counters.acks === acks + 2, 5000, 'acks seen');
+    const after = c.distributor.statusOf('bj1')!;
+    t.equal(
+      after.appliedVersion,
+      before.appliedVersion + 1,
+      'moved up by the first ack, not back by the second',
+    );
+    t.equal(after.status, before.status, 'the target status is untouched');
+    t.equal(after.version, before.version);
+  });
 });
 
 t.test(
