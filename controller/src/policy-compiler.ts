@@ -8,41 +8,10 @@
  * content hash tells the distributor which sites changed. Versions are the distributor's job.
  */
 import { createHash } from 'node:crypto';
-import type { Path, Route, Topology } from '@meridian/topology';
+import type { AddressingPlan, Path, Route, Topology } from '@meridian/topology';
 
-/** Addresses and names of one site in the plan. */
-export interface SiteAddressing {
-  readonly index: number;
-  /** SRv6 locator (/64); SIDs are taken from it. */
-  readonly locator: string;
-  readonly tunnelSource: string;
-  readonly dx4Sid: string;
-  /** Host address inside the site's first prefix. */
-  readonly hostAddress: string;
-}
-
-/** Addresses and interface names of one link in the plan; `a`/`b` as in the topology. */
-export interface LinkAddressing {
-  readonly index: number;
-  readonly ifA: string;
-  readonly ifB: string;
-  readonly a4: string;
-  readonly b4: string;
-  readonly a6: string;
-  readonly b6: string;
-  /** End.X SID of site `a` for leaving by this link, and of site `b`. */
-  readonly sidA: string;
-  readonly sidB: string;
-}
-
-/**
- * Where every site and link lives in address space. The lab's plan is `defaultAddressingPlan()`
- * of @meridian/ops (the lab builds exactly it); production plans come from the site inventory.
- */
-export interface AddressingPlan {
-  readonly sites: Readonly<Record<string, SiteAddressing>>;
-  readonly links: Readonly<Record<string, LinkAddressing>>;
-}
+// The addressing plan's shape is @meridian/topology's (the lab builds the same plan).
+export type { AddressingPlan, LinkAddressing, SiteAddressing } from '@meridian/topology';
 
 /** The compiled policy of one site; structurally the agent's `SitePolicy` (version 0). */
 export interface CompiledSitePolicy {

@@ -70,3 +70,10 @@ export {
   type RouteChangeReason,
 } from './route-hysteresis';
 export { RouteEngine, type LinkChanges, type RouteEngineOptions, type UpdateResult } from './route-engine';
+export {
+  defaultAddressingPlan,
+  hostAddressOf,
+  type AddressingPlan,
+  type LinkAddressing,
+  type SiteAddressing,
+} from './addressing-plan';
