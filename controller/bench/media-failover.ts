@@ -26,7 +26,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { MediaGateway } from '../src/media-gateway';
 import { MediaSteering } from '../src/media-steering';
-import { RtpReceiver, RtpSender, type ReceivedPacket } from '../test/media-rtp-tools';
+import { RtpReceiver, RtpSender, type ReceivedPacket } from '@meridian/media';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

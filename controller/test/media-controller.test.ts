@@ -11,7 +11,7 @@ import t from 'tap';
 import { Controller } from '../src/controller';
 import { attachMediaSteering, siteLatencies, type MediaSteeringService } from '../src/media-service';
 import { AGENT_TOKEN, API_TOKEN, eventually, quietLog, smallTopology } from './helpers';
-import { RtpReceiver, RtpSender } from './media-rtp-tools';
+import { RtpReceiver, RtpSender } from '@meridian/media';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

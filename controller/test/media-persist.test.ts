@@ -14,7 +14,7 @@ import { Controller } from '../src/controller';
 import { attachMediaSteering, type MediaSteeringService } from '../src/media-service';
 import { mediaSessionKey } from '../src/media-session-store';
 import { AGENT_TOKEN, API_TOKEN, eventually, ops, quietLog, smallTopology } from './helpers';
-import { RtpReceiver, RtpSender } from './media-rtp-tools';
+import { RtpReceiver, RtpSender } from '@meridian/media';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

@@ -12,7 +12,7 @@ import pino from 'pino';
 import t from 'tap';
 import { MediaGateway } from '../src/media-gateway';
 import { MediaSteering } from '../src/media-steering';
-import { RtpReceiver, RtpSender } from './media-rtp-tools';
+import { RtpReceiver, RtpSender } from '@meridian/media';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

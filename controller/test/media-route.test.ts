@@ -25,7 +25,7 @@ import {
   report,
   type TestStream,
 } from './helpers';
-import { RtpReceiver, RtpSender, type ReceivedPacket } from './media-rtp-tools';
+import { RtpReceiver, RtpSender, type ReceivedPacket } from '@meridian/media';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

@@ -15,7 +15,7 @@ import t from 'tap';
 import { MediaGateway } from '../src/media-gateway';
 import { mediaRoutes } from '../src/media-routes';
 import { MediaSteering } from '../src/media-steering';
-import { RtpReceiver, RtpSender, type ReceivedPacket } from './media-rtp-tools';
+import { RtpReceiver, RtpSender, type ReceivedPacket } from '@meridian/media';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

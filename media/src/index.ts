@@ -34,3 +34,5 @@ import { commandMedia } from './command-media';
 
 /** Subcommands of the `meridian` CLI that this package owns (see bin/meridian.js). */
 export const commands: Record<string, (argv: string[]) => Promise<number>> = { media: commandMedia };
+export { RtpSender, RtpReceiver } from './rtp-stream';
+export type { RtpSenderOptions, ReceivedPacket } from './rtp-stream';

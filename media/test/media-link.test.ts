@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import t from 'tap';
 import { mediasoupWorkerBin, type PbOrderResult } from '../src/index';
 import { ControllerHarness } from './controller-harness';
-import { RtpReceiver, RtpSender } from './rtp-tools';
+import { RtpReceiver, RtpSender } from '../src/index';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');

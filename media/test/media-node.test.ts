@@ -6,7 +6,7 @@
 import t from 'tap';
 import pino from 'pino';
 import { MediaNode, mediasoupWorkerBin, type LegHealth, type MediaError } from '../src/index';
-import { RtpReceiver, RtpSender } from './rtp-tools';
+import { RtpReceiver, RtpSender } from '../src/index';
 
 const bin = mediasoupWorkerBin();
 if (!bin.exists) {

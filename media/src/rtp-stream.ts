@@ -1,7 +1,8 @@
 /**
- * A tiny RTP sender and receiver over real UDP sockets (127.0.0.1 only) for the media steering tests
- * (same as media/test/rtp-tools.ts: tests do not import across packages): 50 packets/s of opus-like
- * RTP (20 ms frames: timestamp += 960 at 48 kHz) with a fixed SSRC.
+ * A synthetic call leg: an RTP sender and receiver over real UDP sockets, 50 packets/s of opus-like
+ * RTP (20 ms frames: timestamp += 960 at 48 kHz) with a fixed SSRC. The media tests, the steering
+ * tests and `npm run bench:media` measure gaps at a sink with it; an operator can use it the same way
+ * to check a session end to end.
  */
 import * as dgram from 'node:dgram';
 import { once } from 'node:events';
