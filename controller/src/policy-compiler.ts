@@ -7,8 +7,14 @@
  * topology alone, so a route change recompiles and re-sends the source site's policy only; the
  * content hash tells the distributor which sites changed. Versions are the distributor's job.
  */
-import { createHash } from 'node:crypto';
-import type { AddressingPlan, Path, Route, Topology } from '@meridian/topology';
+import {
+  contentHash,
+  type AddressingPlan,
+  type Link,
+  type Path,
+  type Route,
+  type Topology,
+} from '@meridian/topology';
 
 // The addressing plan's shape is @meridian/topology's (the lab builds the same plan).
 export type { AddressingPlan, LinkAddressing, SiteAddressing } from '@meridian/topology';
@@ -68,21 +74,10 @@ export const DEFAULT_PATH_PROBE_PORT_BASE = 20000;
 
 const byId = (a: { id: string }, b: { id: string }): number => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
-/** Same algorithm as the agent's `policyHash` (edge-agent/src/policy.ts); ops tests check they agree. */
+/** The agent's `policyHash` (edge-agent/src/policy.ts): both are `contentHash` of the policy without version and hash. */
 export function compiledPolicyHash(policy: Omit<CompiledSitePolicy, 'hash' | 'version'>): string {
   const { version: _v, hash: _h, ...content } = policy as CompiledSitePolicy;
-  return createHash('sha256').update(canonical(content)).digest('hex');
+  return contentHash(content);
 }
 
 /** Why a route could not be compiled (a bug upstream or a plan that does not fit the topology). */
@@ -94,8 +89,12 @@ export class PolicyCompileError extends Error {
   }
 }
 
-function compilePath(topology: Topology, plan: AddressingPlan, src: string, path: Path): CompiledPath {
-  const linkById = new Map(topology.links.map((l) => [l.id, l]));
+function compilePath(
+  linkById: ReadonlyMap<string, Link>,
+  plan: AddressingPlan,
+  src: string,
+  path: Path,
+): CompiledPath {
   const end = (
     site: string,
     linkId: string,
@@ -146,6 +145,7 @@ export function compilePolicies(
   const classIndex = new Map(classesSorted.map((c, i) => [c.id, i]));
   const siteIndex = new Map(sites.map((s, i) => [s.id, i]));
   const prefixes = new Map(sites.map((s) => [s.id, [...s.prefixes]]));
+  const linkById = new Map(topology.links.map((l) => [l.id, l]));
   // Match order: classes with a match by priority, then match-all classes (the first is default).
   const ordered = [...topology.classes].sort(
     (a, b) =>
@@ -220,8 +220,8 @@ export function compilePolicies(
         dstPrefixes,
         slot,
         status: r.status,
-        primary: compilePath(topology, plan, site.id, r.primary),
-        backup: r.backup === null ? null : compilePath(topology, plan, site.id, r.backup),
+        primary: compilePath(linkById, plan, site.id, r.primary),
+        backup: r.backup === null ? null : compilePath(linkById, plan, site.id, r.backup),
       });
     }
     siteRoutes.sort((a, b) => a.slot - b.slot);

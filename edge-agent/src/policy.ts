@@ -46,7 +46,7 @@
  * `hash`; the compiler (controller/src/policy-compiler.ts) sets it, the distributor assigns
  * `version` (monotonic per controller). Equal hash means equal forwarding state.
  */
-import { createHash } from 'node:crypto';
+import { contentHash } from '@meridian/topology';
 import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 
@@ -193,21 +193,10 @@ export interface PolicyProblem {
   readonly message: string;
 }
 
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
 /** The content hash of a policy: SHA-256 of its canonical JSON without `version` and `hash`. */
 export function policyHash(policy: Omit<SitePolicy, 'version' | 'hash'> & Partial<SitePolicy>): string {
   const { version: _v, hash: _h, ...content } = policy;
-  return createHash('sha256').update(canonical(content)).digest('hex');
+  return contentHash(content);
 }
 
 /**

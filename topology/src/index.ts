@@ -77,3 +77,4 @@ export {
   type LinkAddressing,
   type SiteAddressing,
 } from './addressing-plan';
+export { contentHash } from './content-hash';
