@@ -43,7 +43,8 @@ export interface UsableSet {
   readonly allowed: Uint8Array;
 }
 
-type TreeKind = Objective | 'lat' | 'jit' | 'loss';
+/** The metric of a shortest-path tree: a class objective, or one SLA metric alone. */
+export type TreeKind = Objective | 'lat' | 'jit' | 'loss';
 
 /** Label budget of a first, cheap attempt (shared bounds) before building bounds for one search. */
 const CHEAP_SEARCH_LABELS = 2000;

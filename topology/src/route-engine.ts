@@ -5,7 +5,13 @@
  *
  * Which routes can change when a set E of links changes (paths avoiding E keep their metrics and
  * usability, so only paths through E can move the optimum):
- * - a route whose primary or backup (pure or in force) uses a link of E;
+ * - a route whose primary or backup (pure or in force) uses a link of E (found through a
+ *   {@link LinkRouteIndex}, not by scanning every route);
+ * - when no link of E got better (each is down now, or was up and no metric or utilisation fell):
+ *   nothing else. Every path through E kept or worsened its key, SLA metrics, violation and
+ *   usability, every other path is unchanged, and ties are broken by ids, which do not change; so a
+ *   primary and backup avoiding E still rank first under every rule (best, disjoint, fewest shared,
+ *   best effort), and no route gains a feasible or reachable path. Otherwise also:
  * - a `degraded` or `unreachable` route, when a link of E is up after the change;
  * - an `ok` route when some path through a link e of E could be feasible and rank before its backup
  *   (or its backup shares links with the primary, or it has none). "Could" is a sound lower bound:
@@ -17,11 +23,15 @@
 import { performance } from 'node:perf_hooks';
 import { LOSS_EPSILON_PCT, toUnits, utilWithin } from './path-metrics';
 import { checkState, computeOrder, resolveRequest, toRoute, type SitePair } from './route-compute';
-import { RouteContext, type RawRoute } from './route-context';
+import { bridgeLinks } from './route-bridges';
+import { RouteContext, type RawRoute, type TreeKind, type UsableSet } from './route-context';
+import { shortestTree, type Tree } from './route-graph';
+import { LinkRouteIndex } from './route-link-index';
 import {
   NO_MARGINS,
   decideRoute,
   resolveMargins,
+  sameRawRoute,
   type HysteresisMargins,
   type HysteresisMarginsInput,
   type RouteChange,
@@ -75,6 +85,8 @@ export class RouteEngine {
   #state: Record<string, LinkState>;
   #ctx: RouteContext;
   readonly #slots: Slot[] = [];
+  /** The links of every slot's pure and active paths. */
+  readonly #index: LinkRouteIndex;
 
   /** Computes every route (with no previous routes: all are the pure optimum). */
   constructor(topology: Topology, options: RouteEngineOptions = {}) {
@@ -101,7 +113,21 @@ export class RouteEngine {
         };
       });
     }
-    for (const slot of slots) this.#slots.push(slot);
+    this.#index = new LinkRouteIndex(this.#ctx.graph.m);
+    slots.forEach((slot, i) => {
+      this.#slots.push(slot);
+      this.#indexSlot(i, slot, true);
+    });
+  }
+
+  /** Adds (or removes) the links of a slot's pure and active paths to (from) the link index. */
+  #indexSlot(i: number, slot: Slot, add: boolean): void {
+    const paths = [slot.pure.primary, slot.pure.backup];
+    if (slot.active !== slot.pure) paths.push(slot.active.primary, slot.active.backup);
+    for (const p of paths) {
+      if (add) this.#index.add(i, p);
+      else this.#index.delete(i, p);
+    }
   }
 
   /** The routes in force, by class in topology order then pair order. */
@@ -138,16 +164,17 @@ export class RouteEngine {
     }
     // Trees the change cannot alter are kept (a full recompute starts from scratch on purpose).
     if (options.full !== true) ctx.inherit(old, changed);
-    const affected = options.full === true ? this.#slots.map(() => true) : this.#affected(ctx, changed);
+    let affected: readonly number[];
+    if (options.full === true) affected = this.#slots.map((_, i) => i);
+    else if (changed.every((e) => notBetter(old, ctx, e))) affected = this.#index.routesOn(changed);
+    else affected = this.#affected(ctx, changed);
     const t1 = performance.now();
     const out: RouteChange[] = [];
-    let recomputed = 0;
-    this.#slots.forEach((slot, i) => {
-      if (!affected[i]) return;
-      recomputed++;
+    for (const i of affected) {
+      const slot = this.#slots[i]!;
       // A route held by hysteresis keeps its object while its links' metrics change: drop its key.
-      backupKeys.delete(slot.pure);
-      backupKeys.delete(slot.active);
+      backupInfos.delete(slot.pure);
+      backupInfos.delete(slot.active);
       const pure = ctx.route(slot.cls, slot.src, slot.dst);
       const { route, reason } = decideRoute(
         ctx,
@@ -159,8 +186,12 @@ export class RouteEngine {
         this.#margins,
       );
       const before = slot.route;
+      // Most recomputed routes keep their paths: only re-index the ones that moved.
+      const moved = !sameRawRoute(slot.pure, pure) || !sameRawRoute(slot.active, route);
+      if (moved) this.#indexSlot(i, slot, false);
       slot.pure = pure;
       slot.active = route;
+      if (moved) this.#indexSlot(i, slot, true);
       slot.route = toRoute(ctx, slot.cls, slot.src, slot.dst, route);
       if (reason !== null) {
         out.push({
@@ -172,52 +203,45 @@ export class RouteEngine {
           to: slot.route,
         });
       }
-    });
+    }
     const t2 = performance.now();
     return {
       changes: out,
-      recomputed,
+      recomputed: affected.length,
       total: this.#slots.length,
       timings: { filterMs: t1 - t0, computeMs: t2 - t1, totalMs: t2 - t0 },
     };
   }
 
-  /** Which routes can change after the links `changed` changed (see the module comment). */
-  #affected(ctx: RouteContext, changed: readonly number[]): boolean[] {
+  /**
+   * Which routes can change after the links `changed` changed, some of them for the better (see the
+   * module comment), in ascending order.
+   */
+  #affected(ctx: RouteContext, changed: readonly number[]): number[] {
     const g = ctx.graph;
-    const isChanged = new Uint8Array(g.m);
-    for (const e of changed) isChanged[e] = 1;
-    const touches = (links: readonly number[] | null): boolean => {
-      if (links === null) return false;
-      for (let i = 0; i < links.length; i++) if (isChanged[links[i]!] === 1) return true;
-      return false;
-    };
+    const touched = new Uint8Array(this.#slots.length);
+    for (const i of this.#index.routesOn(changed)) touched[i] = 1;
     const anyUp = changed.some((e) => g.up[e] === 1);
     const bounds = new Map<string, ClassBounds>();
-    const out = new Array<boolean>(this.#slots.length).fill(false);
-    if (changed.length === 0) return out;
+    const trees = new AvoidingTrees(ctx);
+    const out: number[] = [];
     for (let i = 0; i < this.#slots.length; i++) {
       const slot = this.#slots[i]!;
       const { pure, active } = slot;
-      if (
-        touches(pure.primary) ||
-        touches(pure.backup) ||
-        (active !== pure && (touches(active.primary) || touches(active.backup)))
-      ) {
-        out[i] = true;
-        continue;
+      let hit: boolean;
+      if (touched[i] === 1) hit = true;
+      else if (pure.status !== 'ok') hit = anyUp;
+      else {
+        let through = bounds.get(slot.cls.id);
+        if (through === undefined) {
+          through = classBounds(ctx, slot.cls, changed, trees);
+          bounds.set(slot.cls.id, through);
+        }
+        hit =
+          through.links.length > 0 &&
+          (mayBeat(ctx, slot, pure, through) || (active !== pure && mayBeat(ctx, slot, active, through)));
       }
-      if (pure.status !== 'ok') {
-        out[i] = anyUp;
-        continue;
-      }
-      let through = bounds.get(slot.cls.id);
-      if (through === undefined) {
-        through = classBounds(ctx, slot.cls, changed);
-        bounds.set(slot.cls.id, through);
-      }
-      if (through.links.length === 0) continue;
-      out[i] = mayBeat(ctx, slot, pure, through) || (active !== pure && mayBeat(ctx, slot, active, through));
+      if (hit) out.push(i);
     }
     return out;
   }
@@ -236,11 +260,33 @@ function linkDiffers(a: RouteContext, b: RouteContext, e: number): boolean {
   );
 }
 
-/** Trees rooted at both ends of a changed link usable by a class. */
+/**
+ * True when link `e` is no better for any path in context `b` than in context `a`: down in `b`, or up
+ * in both with latency, jitter, loss and utilisation each the same or higher (cost is not state).
+ */
+function notBetter(a: RouteContext, b: RouteContext, e: number): boolean {
+  const x = a.graph;
+  const y = b.graph;
+  if (y.up[e] === 0) return true;
+  return (
+    x.up[e] === 1 &&
+    y.lat[e]! >= x.lat[e]! &&
+    y.jit[e]! >= x.jit[e]! &&
+    y.lossPct[e]! >= x.lossPct[e]! &&
+    y.util[e]! >= x.util[e]!
+  );
+}
+
+/**
+ * Distances towards both ends of a changed link `e` = (a, b) that a class may use, for lower bounds
+ * on the simple paths through `e`. In such a path the part before `e` never visits `e`'s far end and
+ * the part after never visits its near end, so the trees rooted at `a` avoid `b` and those rooted at
+ * `b` avoid `a` (index 0: rooted at `a`, 1: at `b`). Without that, a bound through an access link
+ * of an edge site would count walks that reach the edge's core twice, which are far shorter than
+ * any real path through the link and flag most routes of the whole topology.
+ */
 interface ThroughBound {
   readonly e: number;
-  readonly a: number;
-  readonly b: number;
   readonly obj: [Float64Array, Float64Array, Float64Array][];
   readonly lat: Float64Array[];
   readonly jit: Float64Array[];
@@ -253,37 +299,79 @@ interface ClassBounds {
   readonly maxLat: number;
   readonly maxJit: number;
   readonly maxLossLog: number;
+  /** Bridges of the class's usable links (computed when first needed). */
+  bridges: Uint8Array | undefined;
 }
 
-function classBounds(ctx: RouteContext, cls: TrafficClass, changed: readonly number[]): ClassBounds {
+/** Trees over a class's usable set minus one site's links, shared by the classes of one update. */
+class AvoidingTrees {
+  readonly #ctx: RouteContext;
+  readonly #trees = new Map<string, Tree>();
+  readonly #allowed = new Map<string, Uint8Array>();
+
+  constructor(ctx: RouteContext) {
+    this.#ctx = ctx;
+  }
+
+  /** The tree of `kind` rooted at `root` over `set` without the links of site `avoid`. */
+  tree(set: UsableSet, kind: TreeKind, root: number, avoid: number): Tree {
+    const key = `${set.id}/${kind}/${root}/${avoid}`;
+    let t = this.#trees.get(key);
+    if (t === undefined) {
+      const g = this.#ctx.graph;
+      let allowed = this.#allowed.get(`${set.id}/${avoid}`);
+      if (allowed === undefined) {
+        allowed = set.allowed.slice();
+        for (let k = g.adjStart[avoid]!; k < g.adjStart[avoid + 1]!; k++) allowed[g.adjLink[k]!] = 0;
+        this.#allowed.set(`${set.id}/${avoid}`, allowed);
+      }
+      t = shortestTree(g, root, allowed, this.#ctx.weights(kind));
+      this.#trees.set(key, t);
+    }
+    return t;
+  }
+}
+
+function classBounds(
+  ctx: RouteContext,
+  cls: TrafficClass,
+  changed: readonly number[],
+  trees: AvoidingTrees,
+): ClassBounds {
   const lossCap = (cls.sla.maxLossPct + LOSS_EPSILON_PCT) / 100;
   return {
-    links: throughBounds(ctx, cls, changed),
+    links: throughBounds(ctx, cls, changed, trees),
     maxLat: toUnits(cls.sla.maxLatencyMs),
     maxJit: toUnits(cls.sla.maxJitterMs),
     maxLossLog: lossCap >= 1 ? Infinity : -Math.log1p(-lossCap) * (1 + 1e-9) + 1e-12,
+    bridges: undefined,
   };
 }
 
-function throughBounds(ctx: RouteContext, cls: TrafficClass, changed: readonly number[]): ThroughBound[] {
+function throughBounds(
+  ctx: RouteContext,
+  cls: TrafficClass,
+  changed: readonly number[],
+  trees: AvoidingTrees,
+): ThroughBound[] {
   const g = ctx.graph;
   const set = ctx.usable(cls);
   const out: ThroughBound[] = [];
   for (const e of changed) {
     if (g.up[e] === 0 || !utilWithin(g.util[e]!, cls.maxUtilPct)) continue;
-    const ends = [g.la[e]!, g.lb[e]!];
-    const obj = ends.map((r) => {
-      const t = ctx.tree(set, cls.objective, r);
+    const ends = [g.la[e]!, g.lb[e]!] as const;
+    const at = (kind: TreeKind, i: 0 | 1): Tree => trees.tree(set, kind, ends[i], ends[1 - i]!);
+    const obj = ([0, 1] as const).map((i) => {
+      const t = at(cls.objective, i);
       return [t.d1, t.d2, t.d3] as [Float64Array, Float64Array, Float64Array];
     });
     out.push({
       e,
-      a: ends[0]!,
-      b: ends[1]!,
       obj,
-      lat: ends.map((r) => ctx.tree(set, 'lat', r).d1),
-      jit: ends.map((r) => ctx.tree(set, 'jit', r).d1),
-      loss: ends.map((r) => ctx.tree(set, 'loss', r).d1),
+      // A latency objective tree's first component is the smallest latency already.
+      lat: ([0, 1] as const).map((i) => (cls.objective === 'latency' ? obj[i]![0] : at('lat', i).d1)),
+      jit: ([0, 1] as const).map((i) => at('jit', i).d1),
+      loss: ([0, 1] as const).map((i) => at('loss', i).d1),
     });
   }
   return out;
@@ -291,13 +379,15 @@ function throughBounds(ctx: RouteContext, cls: TrafficClass, changed: readonly n
 
 /**
  * False only when no feasible path through a changed link can displace the `ok` route's primary or
- * backup: each such path must rank after the backup, which must exist and share no link.
+ * backup: each such path must rank after the backup, which must exist and either share no link with
+ * the primary or share only the primary's bridges (links every path shares); or the primary must be
+ * the only path (all its links are bridges, no backup).
  */
 function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, bounds: ClassBounds): boolean {
   const g = ctx.graph;
   const { cls, src, dst } = slot;
   const { maxLat, maxJit, maxLossLog } = bounds;
-  let backupKey: [number, number, number] | null | undefined;
+  let backupKey: readonly [number, number, number] | null | undefined;
   for (const t of bounds.links) {
     const e = t.e;
     // Orientation 0: src .. a -e- b .. dst; orientation 1: src .. b -e- a .. dst.
@@ -308,8 +398,9 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, bounds: ClassBo
       const jit = t.jit[near]![src]! + g.jit[e]! + t.jit[far]![dst]!;
       const loss = t.loss[near]![src]! + g.lossLog[e]! + t.loss[far]![dst]!;
       if (!(lat <= maxLat && jit <= maxJit && loss <= maxLossLog)) continue;
-      if (backupKey === undefined) backupKey = disjointBackupKey(ctx, cls, route);
+      if (backupKey === undefined) backupKey = backupThreshold(ctx, cls, route, bounds);
       if (backupKey === null) return true;
+      if (backupKey === ONLY_PATH) return false;
       const w = ctx.weights(cls.objective);
       const n = t.obj[near]!;
       const f = t.obj[far]!;
@@ -324,23 +415,53 @@ function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, bounds: ClassBo
   return false;
 }
 
-/**
- * Keys of disjoint backups by route object. A route keeps its object while none of its links changes
- * (a route touching a changed link is recomputed, and its entries dropped first: see `update`).
- */
-const backupKeys = new WeakMap<RawRoute, [number, number, number] | null>();
+/** `backupThreshold` when the primary is the only simple path: nothing can displace the route. */
+const ONLY_PATH = [-Infinity, -Infinity, -Infinity] as const;
 
-/** The key of an `ok` route's backup when it shares no link with the primary, else `null`. */
-function disjointBackupKey(
+/**
+ * The key a path must reach (or tie) to displace an `ok` route's primary or backup; `null` when a
+ * path with fewer shared links might displace the backup whatever its key; {@link ONLY_PATH} when no
+ * other path exists. A backup sharing links with the primary has the fewest possible when it shares
+ * exactly the primary's bridges (under the new state), since every path crosses those.
+ */
+function backupThreshold(
   ctx: RouteContext,
   cls: TrafficClass,
   route: RawRoute,
-): [number, number, number] | null {
-  let k = backupKeys.get(route);
-  if (k === undefined) {
+  bounds: ClassBounds,
+): readonly [number, number, number] | null {
+  const info = backupInfo(ctx, cls, route);
+  if (info.shared === 0 && info.key !== null) return info.key;
+  bounds.bridges ??= bridgeLinks(ctx.graph, ctx.usable(cls).allowed);
+  const bridges = bounds.bridges;
+  let onPrimary = 0;
+  for (const e of route.primary!) onPrimary += bridges[e]!;
+  if (info.key === null) return onPrimary === route.primary!.length ? ONLY_PATH : null;
+  return info.shared === onPrimary ? info.key : null;
+}
+
+/** What the filter needs of a route's backup: its key (`null`: no backup) and links shared with the primary. */
+interface BackupInfo {
+  readonly key: [number, number, number] | null;
+  readonly shared: number;
+}
+
+/**
+ * Backup facts by route object. A route keeps its object while none of its links changes (a route
+ * touching a changed link is recomputed, and its entries dropped first: see `update`), and these
+ * depend only on its links' metrics.
+ */
+const backupInfos = new WeakMap<RawRoute, BackupInfo>();
+
+function backupInfo(ctx: RouteContext, cls: TrafficClass, route: RawRoute): BackupInfo {
+  let info = backupInfos.get(route);
+  if (info === undefined) {
     const { primary, backup } = route;
-    k = backup !== null && !backup.some((e) => primary!.includes(e)) ? ctx.key(backup, cls.objective) : null;
-    backupKeys.set(route, k);
+    info =
+      backup === null
+        ? { key: null, shared: 0 }
+        : { key: ctx.key(backup, cls.objective), shared: backup.filter((e) => primary!.includes(e)).length };
+    backupInfos.set(route, info);
   }
-  return k;
+  return info;
 }

@@ -2,7 +2,7 @@ import t from 'tap';
 import { computeRoutes } from '../src/route-compute';
 import { RouteEngine, type LinkChanges } from '../src/route-engine';
 import { applyHysteresis } from '../src/route-hysteresis';
-import type { Route, Topology } from '../src/types';
+import type { LinkState, Route, Topology } from '../src/types';
 import { pick, prng, randomLinkState, randomState, randomTopology } from './fixtures-random';
 
 function randomChanges(rnd: () => number, topology: Topology): LinkChanges {
@@ -64,6 +64,64 @@ t.test('incremental updates equal a full recompute on random change sequences', 
   t.equal(mismatches, 0, `incremental == full${failures.length > 0 ? `: ${failures.join(' | ')}` : ''}`);
   t.ok(skipped > 0, 'the filter proved some routes unaffected');
   t.comment(`${steps} update steps, ${skipped} route recomputations skipped`);
+  t.end();
+});
+
+/** A state for `link` that is worse than `now` in one or more metrics (or down). */
+function worsened(rnd: () => number, now: LinkState): LinkState {
+  const s: { -readonly [K in keyof LinkState]: LinkState[K] } = { ...now };
+  const r = rnd();
+  if (r < 0.2) s.up = false;
+  else if (r < 0.4) s.latencyMs = (now.latencyMs ?? 1) + pick(rnd, [0.1, 1, 5, 20]);
+  else if (r < 0.55) s.jitterMs = (now.jitterMs ?? 0) + pick(rnd, [0.2, 3]);
+  else if (r < 0.75) s.lossPct = Math.min(100, (now.lossPct ?? 0) + pick(rnd, [0.1, 1, 3]));
+  else s.utilPct = Math.min(100, (now.utilPct ?? 0) + pick(rnd, [5, 30, 60]));
+  return s;
+}
+
+t.test('incremental equals full on sequences of single links getting worse, then better again', (t) => {
+  // Worse-only changes take the engine's fast path (only routes on the link), restoring ones the
+  // bounded filter (tighter bounds through the link, bridges for shared backups): check both.
+  let steps = 0;
+  let mismatches = 0;
+  const failures: string[] = [];
+  for (let c = 0; c < 60; c++) {
+    const rnd = prng(9000 + c);
+    const topology = randomTopology(rnd);
+    const state = randomState(rnd, topology);
+    const hysteresis =
+      c % 3 === 2 ? { relativePct: 10, absolute: { latency: 1, cost: 0.5, hops: 1 } } : false;
+    const inc = new RouteEngine(topology, { state, hysteresis });
+    const full = new RouteEngine(topology, { state, hysteresis });
+    for (let s = 0; s < 10; s++) {
+      const link = pick(rnd, topology.links);
+      const before = inc.state.links[link.id] ?? { latencyMs: link.latencyMs };
+      const sequence: LinkChanges[] = [{ [link.id]: worsened(rnd, before) }];
+      if (rnd() < 0.5) sequence.push({ [link.id]: worsened(rnd, sequence[0]![link.id]!) });
+      sequence.push({ [link.id]: inc.state.links[link.id] ?? null });
+      for (const changes of sequence) {
+        const a = inc.update(changes);
+        const b = full.update(changes, { full: true });
+        steps++;
+        const same =
+          JSON.stringify(inc.routes) === JSON.stringify(full.routes) &&
+          JSON.stringify(a.changes.map((x) => [x.class, x.src, x.dst, x.reason])) ===
+            JSON.stringify(b.changes.map((x) => [x.class, x.src, x.dst, x.reason]));
+        if (!same) {
+          mismatches++;
+          const ra = inc.routes.map(show);
+          const rb = full.routes.map(show);
+          const i = ra.findIndex((x, k) => x !== rb[k]);
+          if (failures.length < 3)
+            failures.push(
+              `case ${c} ${JSON.stringify(changes)}: ${ra[i] ?? 'changes differ'} vs ${rb[i] ?? ''}`,
+            );
+        }
+      }
+    }
+  }
+  t.equal(mismatches, 0, `incremental == full${failures.length > 0 ? `: ${failures.join(' | ')}` : ''}`);
+  t.comment(`${steps} update steps`);
   t.end();
 });
 
