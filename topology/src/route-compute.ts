@@ -87,9 +87,16 @@ export function resolveRequest(topology: Topology, options: ComputeRoutesOptions
   return { classes, pairs };
 }
 
+/** Link ids per topology (immutable): `RouteEngine.update` checks a whole state on every change. */
+const linkIdSets = new WeakMap<Topology, ReadonlySet<string>>();
+
 /** @throws RouteError `TOPO_ERR_UNKNOWN_LINK` when the state names a link the topology lacks. */
 export function checkState(topology: Topology, state: NetworkState): void {
-  const ids = new Set(topology.links.map((l) => l.id));
+  let ids = linkIdSets.get(topology);
+  if (ids === undefined) {
+    ids = new Set(topology.links.map((l) => l.id));
+    linkIdSets.set(topology, ids);
+  }
   for (const id of Object.keys(state.links)) {
     if (!ids.has(id)) {
       throw new RouteError(

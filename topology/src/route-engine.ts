@@ -77,6 +77,13 @@ interface Slot {
   pure: RawRoute;
   active: RawRoute;
   route: Route;
+  /**
+   * Backup facts of `pure` and `active` for the change filter, computed when first needed. They
+   * depend only on the metrics of the routes' own links, which stay as they are until a change
+   * touches those links, and then the route is recomputed and these are dropped.
+   */
+  pureBackup?: BackupInfo | undefined;
+  activeBackup?: BackupInfo | undefined;
 }
 
 export class RouteEngine {
@@ -173,8 +180,8 @@ export class RouteEngine {
     for (const i of affected) {
       const slot = this.#slots[i]!;
       // A route held by hysteresis keeps its object while its links' metrics change: drop its key.
-      backupInfos.delete(slot.pure);
-      backupInfos.delete(slot.active);
+      slot.pureBackup = undefined;
+      slot.activeBackup = undefined;
       const pure = ctx.route(slot.cls, slot.src, slot.dst);
       const { route, reason } = decideRoute(
         ctx,
@@ -239,7 +246,15 @@ export class RouteEngine {
         }
         hit =
           through.links.length > 0 &&
-          (mayBeat(ctx, slot, pure, through) || (active !== pure && mayBeat(ctx, slot, active, through)));
+          (mayBeat(ctx, slot, pure, (slot.pureBackup ??= backupInfo(ctx, slot.cls, pure)), through) ||
+            (active !== pure &&
+              mayBeat(
+                ctx,
+                slot,
+                active,
+                (slot.activeBackup ??= backupInfo(ctx, slot.cls, active)),
+                through,
+              )));
       }
       if (hit) out.push(i);
     }
@@ -383,33 +398,38 @@ function throughBounds(
  * the primary or share only the primary's bridges (links every path shares); or the primary must be
  * the only path (all its links are bridges, no backup).
  */
-function mayBeat(ctx: RouteContext, slot: Slot, route: RawRoute, bounds: ClassBounds): boolean {
+function mayBeat(
+  ctx: RouteContext,
+  slot: Slot,
+  route: RawRoute,
+  info: BackupInfo,
+  bounds: ClassBounds,
+): boolean {
   const g = ctx.graph;
-  const { cls, src, dst } = slot;
+  const { src, dst } = slot;
   const { maxLat, maxJit, maxLossLog } = bounds;
-  let backupKey: readonly [number, number, number] | null | undefined;
+  const key = backupThreshold(ctx, slot.cls, route, info, bounds);
+  if (key === ONLY_PATH) return false;
+  const w = ctx.weights(slot.cls.objective);
   for (const t of bounds.links) {
     const e = t.e;
     // Orientation 0: src .. a -e- b .. dst; orientation 1: src .. b -e- a .. dst.
     for (let o = 0; o < 2; o++) {
-      const near = o;
-      const far = 1 - o;
-      const lat = t.lat[near]![src]! + g.lat[e]! + t.lat[far]![dst]!;
-      const jit = t.jit[near]![src]! + g.jit[e]! + t.jit[far]![dst]!;
-      const loss = t.loss[near]![src]! + g.lossLog[e]! + t.loss[far]![dst]!;
-      if (!(lat <= maxLat && jit <= maxJit && loss <= maxLossLog)) continue;
-      if (backupKey === undefined) backupKey = backupThreshold(ctx, cls, route, bounds);
-      if (backupKey === null) return true;
-      if (backupKey === ONLY_PATH) return false;
-      const w = ctx.weights(cls.objective);
-      const n = t.obj[near]!;
-      const f = t.obj[far]!;
-      const k1 = n[0][src]! + w.w1[e]! + f[0][dst]!;
-      const k2 = n[1][src]! + w.w2[e]! + f[1][dst]!;
-      const k3 = n[2][src]! + w.w3[e]! + f[2][dst]!;
-      if (k1 < backupKey[0]) return true;
-      if (k1 === backupKey[0] && (k2 < backupKey[1] || (k2 === backupKey[1] && k3 <= backupKey[2])))
-        return true;
+      const n = t.obj[o]!;
+      const f = t.obj[1 - o]!;
+      // The key first: for most routes it alone rules the link out.
+      if (key !== null) {
+        const k1 = n[0][src]! + w.w1[e]! + f[0][dst]!;
+        if (k1 > key[0]) continue;
+        if (k1 === key[0]) {
+          const k2 = n[1][src]! + w.w2[e]! + f[1][dst]!;
+          if (k2 > key[1] || (k2 === key[1] && n[2][src]! + w.w3[e]! + f[2][dst]! > key[2])) continue;
+        }
+      }
+      const lat = t.lat[o]![src]! + g.lat[e]! + t.lat[1 - o]![dst]!;
+      const jit = t.jit[o]![src]! + g.jit[e]! + t.jit[1 - o]![dst]!;
+      const loss = t.loss[o]![src]! + g.lossLog[e]! + t.loss[1 - o]![dst]!;
+      if (lat <= maxLat && jit <= maxJit && loss <= maxLossLog) return true;
     }
   }
   return false;
@@ -428,9 +448,9 @@ function backupThreshold(
   ctx: RouteContext,
   cls: TrafficClass,
   route: RawRoute,
+  info: BackupInfo,
   bounds: ClassBounds,
 ): readonly [number, number, number] | null {
-  const info = backupInfo(ctx, cls, route);
   if (info.shared === 0 && info.key !== null) return info.key;
   bounds.bridges ??= bridgeLinks(ctx.graph, ctx.usable(cls).allowed);
   const bridges = bounds.bridges;
@@ -446,22 +466,8 @@ interface BackupInfo {
   readonly shared: number;
 }
 
-/**
- * Backup facts by route object. A route keeps its object while none of its links changes (a route
- * touching a changed link is recomputed, and its entries dropped first: see `update`), and these
- * depend only on its links' metrics.
- */
-const backupInfos = new WeakMap<RawRoute, BackupInfo>();
-
 function backupInfo(ctx: RouteContext, cls: TrafficClass, route: RawRoute): BackupInfo {
-  let info = backupInfos.get(route);
-  if (info === undefined) {
-    const { primary, backup } = route;
-    info =
-      backup === null
-        ? { key: null, shared: 0 }
-        : { key: ctx.key(backup, cls.objective), shared: backup.filter((e) => primary!.includes(e)).length };
-    backupInfos.set(route, info);
-  }
-  return info;
+  const { primary, backup } = route;
+  if (backup === null) return { key: null, shared: 0 };
+  return { key: ctx.key(backup, cls.objective), shared: backup.filter((e) => primary!.includes(e)).length };
 }

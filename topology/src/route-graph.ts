@@ -3,7 +3,7 @@
  * links by index, integer metrics, adjacency of up links), plus the shortest-path trees that the
  * searches use as exact distances and lower bounds. Everything here is internal to the route engine.
  */
-import { effectiveLinks, toUnits, type EffectiveLink } from './path-metrics';
+import { effectiveLink, toUnits } from './path-metrics';
 import type { NetworkState, Topology } from './types';
 
 /** Per-link weights of a lexicographic triple metric. */
@@ -48,6 +48,82 @@ export function treeNext(g: RouteGraph, tree: Tree, allowed: Uint8Array, w: Weig
   return next;
 }
 
+/**
+ * The parts of a routing graph that depend on the topology alone: ids, ranks, link ends and the
+ * adjacency of every link in comparison order. Built once per topology object (topologies are
+ * immutable) and shared by the graph of every state, so that `RouteEngine.update` does not sort
+ * ids and adjacency lists again for each change.
+ */
+interface GraphFrame {
+  readonly siteIds: readonly string[];
+  readonly siteIndex: ReadonlyMap<string, number>;
+  readonly siteRank: Int32Array;
+  readonly linkIds: readonly string[];
+  readonly linkIndex: ReadonlyMap<string, number>;
+  readonly linkRank: Int32Array;
+  readonly la: Int32Array;
+  readonly lb: Int32Array;
+  /** CSR adjacency over all links (up or not), each site's arcs sorted by (neighbour rank, link rank). */
+  readonly arcStart: Int32Array;
+  readonly arcLink: Int32Array;
+  readonly arcNbr: Int32Array;
+}
+
+const frames = new WeakMap<Topology, GraphFrame>();
+
+function graphFrame(topology: Topology): GraphFrame {
+  let f = frames.get(topology);
+  if (f !== undefined) return f;
+  const n = topology.sites.length;
+  const m = topology.links.length;
+  const siteIds = topology.sites.map((s) => s.id);
+  const siteIndex = new Map(siteIds.map((id, i) => [id, i]));
+  const siteRank = ranks(siteIds);
+  const linkIds = topology.links.map((l) => l.id);
+  const la = new Int32Array(m);
+  const lb = new Int32Array(m);
+  const arcs: [number, number][][] = Array.from({ length: n }, () => []);
+  topology.links.forEach((link, i) => {
+    const a = siteIndex.get(link.a);
+    const b = siteIndex.get(link.b);
+    if (a === undefined || b === undefined) throw new Error(`link ${link.id} names an unknown site`);
+    la[i] = a;
+    lb[i] = b;
+    arcs[a]!.push([i, b]);
+    arcs[b]!.push([i, a]);
+  });
+  const linkRank = ranks(linkIds);
+  const arcStart = new Int32Array(n + 1);
+  const arcLink = new Int32Array(2 * m);
+  const arcNbr = new Int32Array(2 * m);
+  let k = 0;
+  for (let v = 0; v < n; v++) {
+    const list = arcs[v]!;
+    list.sort((x, y) => siteRank[x[1]]! - siteRank[y[1]]! || linkRank[x[0]]! - linkRank[y[0]]!);
+    for (const [e, w] of list) {
+      arcLink[k] = e;
+      arcNbr[k] = w;
+      k++;
+    }
+    arcStart[v + 1] = k;
+  }
+  f = {
+    siteIds,
+    siteIndex,
+    siteRank,
+    linkIds,
+    linkIndex: new Map(linkIds.map((id, i) => [id, i])),
+    linkRank,
+    la,
+    lb,
+    arcStart,
+    arcLink,
+    arcNbr,
+  };
+  frames.set(topology, f);
+  return f;
+}
+
 export class RouteGraph {
   readonly n: number;
   readonly m: number;
@@ -77,22 +153,21 @@ export class RouteGraph {
   readonly adjNbr: Int32Array;
   /** Connected component of each site over up links. */
   readonly component: Int32Array;
-  readonly effective: ReadonlyMap<string, EffectiveLink>;
 
   constructor(topology: Topology, state?: NetworkState) {
+    const frame = graphFrame(topology);
     const n = topology.sites.length;
     const m = topology.links.length;
     this.n = n;
     this.m = m;
-    this.siteIds = topology.sites.map((s) => s.id);
-    this.siteIndex = new Map(this.siteIds.map((id, i) => [id, i]));
-    this.siteRank = ranks(this.siteIds);
-    this.linkIds = topology.links.map((l) => l.id);
-    this.linkIndex = new Map(this.linkIds.map((id, i) => [id, i]));
-    this.linkRank = ranks(this.linkIds);
-    this.effective = effectiveLinks(topology, state);
-    this.la = new Int32Array(m);
-    this.lb = new Int32Array(m);
+    this.siteIds = frame.siteIds;
+    this.siteIndex = frame.siteIndex;
+    this.siteRank = frame.siteRank;
+    this.linkIds = frame.linkIds;
+    this.linkIndex = frame.linkIndex;
+    this.linkRank = frame.linkRank;
+    this.la = frame.la;
+    this.lb = frame.lb;
     this.up = new Uint8Array(m);
     this.lat = new Float64Array(m);
     this.jit = new Float64Array(m);
@@ -102,14 +177,8 @@ export class RouteGraph {
     this.util = new Float64Array(m);
     this.ones = new Float64Array(m).fill(1);
     this.zeros = new Float64Array(m);
-    const degree = new Int32Array(n + 1);
     topology.links.forEach((link, i) => {
-      const e = this.effective.get(link.id)!;
-      const a = this.siteIndex.get(link.a);
-      const b = this.siteIndex.get(link.b);
-      if (a === undefined || b === undefined) throw new Error(`link ${link.id} names an unknown site`);
-      this.la[i] = a;
-      this.lb[i] = b;
+      const e = effectiveLink(link, state?.links[link.id]);
       this.up[i] = e.up ? 1 : 0;
       this.lat[i] = toUnits(e.latencyMs);
       this.jit[i] = toUnits(e.jitterMs);
@@ -117,33 +186,23 @@ export class RouteGraph {
       this.lossPct[i] = e.lossPct;
       this.lossLog[i] = -Math.log1p(-Math.min(100, Math.max(0, e.lossPct)) / 100);
       this.util[i] = e.utilPct;
-      if (e.up) {
-        degree[a]! += 1;
-        degree[b]! += 1;
-      }
     });
+    // The frame's adjacency without the down links keeps its order.
     this.adjStart = new Int32Array(n + 1);
-    for (let v = 0; v < n; v++) this.adjStart[v + 1] = this.adjStart[v]! + degree[v]!;
-    const arcs: [number, number][][] = Array.from({ length: n }, () => []);
-    for (let i = 0; i < m; i++) {
-      if (this.up[i] === 0) continue;
-      arcs[this.la[i]!]!.push([i, this.lb[i]!]);
-      arcs[this.lb[i]!]!.push([i, this.la[i]!]);
-    }
-    const total = this.adjStart[n]!;
+    let total = 0;
+    for (let k = 0; k < frame.arcLink.length; k++) total += this.up[frame.arcLink[k]!]!;
     this.adjLink = new Int32Array(total);
     this.adjNbr = new Int32Array(total);
+    let j = 0;
     for (let v = 0; v < n; v++) {
-      const list = arcs[v]!;
-      list.sort(
-        (x, y) => this.siteRank[x[1]]! - this.siteRank[y[1]]! || this.linkRank[x[0]]! - this.linkRank[y[0]]!,
-      );
-      let k = this.adjStart[v]!;
-      for (const [e, w] of list) {
-        this.adjLink[k] = e;
-        this.adjNbr[k] = w;
-        k++;
+      for (let k = frame.arcStart[v]!, end = frame.arcStart[v + 1]!; k < end; k++) {
+        const e = frame.arcLink[k]!;
+        if (this.up[e] === 0) continue;
+        this.adjLink[j] = e;
+        this.adjNbr[j] = frame.arcNbr[k]!;
+        j++;
       }
+      this.adjStart[v + 1] = j;
     }
     this.component = new Int32Array(n).fill(-1);
     const stack: number[] = [];
