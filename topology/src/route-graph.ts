@@ -311,43 +311,98 @@ export class SiteHeap {
   }
 }
 
+/** Scratch arrays of {@link shortestTree} for one graph size, reused across calls (no clearing needed). */
+interface TreeScratch {
+  readonly heap: Int32Array;
+  /** Heap position of each site while queued, -1 before, -2 once settled. */
+  readonly pos: Int32Array;
+}
+
+const treeScratch = new Map<number, TreeScratch>();
+
+/** Distances handed out per chunk: allocating one small typed array per tree costs more than the tree. */
+const CHUNK_DISTANCES = 1 << 16;
+let chunk = new Float64Array(0);
+let chunkUsed = 0;
+
+/**
+ * `size` distances, all `Infinity`, carved from a shared chunk. A chunk lives while any tree carved
+ * from it does; trees live as long as their route context, so little is held beyond that.
+ */
+function distanceBuffer(size: number): Float64Array {
+  if (chunkUsed + size > chunk.length) {
+    chunk = new Float64Array(Math.max(CHUNK_DISTANCES, size));
+    chunkUsed = 0;
+  }
+  const out = chunk.subarray(chunkUsed, chunkUsed + size).fill(Infinity);
+  chunkUsed += size;
+  return out;
+}
+
 /**
  * Dijkstra from `root` over the links with `allowed[e] = 1`, minimising the lexicographic triple
  * `(w1, w2, w3)`. Links are undirected with symmetric metrics, so the tree gives the distance from
  * every site to `root` as well as from `root`.
+ *
+ * This runs about a thousand times per full computation of the benchmark topology, so the heap is
+ * written out here over typed arrays (no comparator closure) and the three distance arrays share
+ * one buffer: fewer allocations and less garbage.
  */
 export function shortestTree(g: RouteGraph, root: number, allowed: Uint8Array, w: Weights): Tree {
   const n = g.n;
-  const d1 = new Float64Array(n).fill(Infinity);
-  const d2 = new Float64Array(n).fill(Infinity);
-  const d3 = new Float64Array(n).fill(Infinity);
-  const done = new Uint8Array(n);
-  const heap = new SiteHeap(n, (a, b) => {
-    const x = d1[a]!;
-    const y = d1[b]!;
-    if (x !== y) return x < y;
-    const x2 = d2[a]!;
-    const y2 = d2[b]!;
-    if (x2 !== y2) return x2 < y2;
-    return d3[a]! < d3[b]!;
-  });
+  const buffer = distanceBuffer(3 * n);
+  const d1 = buffer.subarray(0, n);
+  const d2 = buffer.subarray(n, 2 * n);
+  const d3 = buffer.subarray(2 * n, 3 * n);
+  let scratch = treeScratch.get(n);
+  if (scratch === undefined) {
+    scratch = { heap: new Int32Array(n), pos: new Int32Array(n) };
+    treeScratch.set(n, scratch);
+  }
+  const { heap, pos } = scratch;
+  pos.fill(-1);
+  const { w1, w2, w3 } = w;
+  const { adjStart, adjLink, adjNbr } = g;
   d1[root] = 0;
   d2[root] = 0;
   d3[root] = 0;
-  heap.push(root);
-  const { w1, w2, w3 } = w;
-  const { adjStart, adjLink, adjNbr } = g;
-  while (heap.size > 0) {
-    const u = heap.pop();
-    done[u] = 1;
+  heap[0] = root;
+  pos[root] = 0;
+  let size = 1;
+  while (size > 0) {
+    // Pop the smallest site.
+    const u: number = heap[0];
+    pos[u] = -2;
+    size--;
+    if (size > 0) {
+      const last = heap[size]!;
+      const l1 = d1[last]!;
+      const l2 = d2[last]!;
+      const l3 = d3[last]!;
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= size) break;
+        if (c + 1 < size && lessSite(d1, d2, d3, heap[c + 1]!, heap[c]!)) c++;
+        const cv = heap[c]!;
+        const c1 = d1[cv]!;
+        if (c1 > l1 || (c1 === l1 && (d2[cv]! > l2 || (d2[cv] === l2 && d3[cv]! >= l3)))) break;
+        heap[i] = cv;
+        pos[cv] = i;
+        i = c;
+      }
+      heap[i] = last;
+      pos[last] = i;
+    }
     const u1 = d1[u]!;
     const u2 = d2[u]!;
     const u3 = d3[u]!;
-    for (let k = adjStart[u]!, end = adjStart[u + 1]!; k < end; k++) {
+    for (let k: number = adjStart[u]!, end: number = adjStart[u + 1]!; k < end; k++) {
       const e = adjLink[k]!;
       if (allowed[e] === 0) continue;
       const v = adjNbr[k]!;
-      if (done[v] === 1) continue;
+      const p = pos[v]!;
+      if (p === -2) continue;
       const n1 = u1 + w1[e]!;
       const v1 = d1[v]!;
       if (n1 > v1) continue;
@@ -360,10 +415,33 @@ export function shortestTree(g: RouteGraph, root: number, allowed: Uint8Array, w
       d1[v] = n1;
       d2[v] = n2;
       d3[v] = n3;
-      heap.push(v);
+      // Insert or decrease-key: sift up from v's slot.
+      let i = p;
+      if (i < 0) i = size++;
+      while (i > 0) {
+        const q = (i - 1) >> 1;
+        const qv = heap[q]!;
+        const q1 = d1[qv]!;
+        if (q1 < n1 || (q1 === n1 && (d2[qv]! < n2 || (d2[qv] === n2 && d3[qv]! <= n3)))) break;
+        heap[i] = qv;
+        pos[qv] = i;
+        i = q;
+      }
+      heap[i] = v;
+      pos[v] = i;
     }
   }
   return { d1, d2, d3 };
+}
+
+function lessSite(d1: Float64Array, d2: Float64Array, d3: Float64Array, a: number, b: number): boolean {
+  const x = d1[a]!;
+  const y = d1[b]!;
+  if (x !== y) return x < y;
+  const x2 = d2[a]!;
+  const y2 = d2[b]!;
+  if (x2 !== y2) return x2 < y2;
+  return d3[a]! < d3[b]!;
 }
 
 /** (w(e) + d(from)) ≤ d(to) lexicographically, counting near-equal first components (float sums) as ≤. */
