@@ -76,6 +76,15 @@ class AStarSpace {
 
 const spaces = new WeakMap<RouteGraph, AStarSpace>();
 
+function space(g: RouteGraph): AStarSpace {
+  let sp = spaces.get(g);
+  if (sp === undefined) {
+    sp = new AStarSpace(g.n, g.m);
+    spaces.set(g, sp);
+  }
+  return sp;
+}
+
 /**
  * Best path from `src` to `dst` over `allowed` links minus `removed`; `bound` is the tree rooted at
  * `dst` over exactly `allowed` (exact distances there, lower bounds once links are removed).
@@ -96,11 +105,7 @@ export function aStar(
 ): number[] | null {
   const { d1: h1, d2: h2, d3: h3 } = bound;
   if (h1[src] === Infinity) return null;
-  let sp = spaces.get(g);
-  if (sp === undefined) {
-    sp = new AStarSpace(g.n, g.m);
-    spaces.set(g, sp);
-  }
+  const sp = space(g);
   const gen = ++sp.gen;
   const next = treeNext(g, bound, allowed, w);
   const { stamp, g1, g2, g3, f1, f2, f3, predE, predV, done, pos, heap, mark } = sp;
@@ -270,6 +275,210 @@ export function aStar(
     for (let x = u; x >= 0; x = predV[x]!) mark[x] = 0;
   }
   return best;
+}
+
+/**
+ * Best path from `src` to `dst` over `allowed`, like {@link walkTree} but with the tree rooted at
+ * `src` instead of `dst` (links are symmetric, so its distances are those from `src`). The sites on
+ * some best path are `dst` and, backwards, every site with a tight link into one of them; the
+ * lexicographically smallest best path is then the greedy walk from `src` over those sites in
+ * adjacency order (neighbour rank, then link rank). Every objective counts hops in its second
+ * component, so tight links always lead away from `src` and the walk cannot loop.
+ */
+export function walkFromRoot(
+  g: RouteGraph,
+  tree: Tree,
+  src: number,
+  dst: number,
+  allowed: Uint8Array,
+  w: Weights,
+): number[] | null {
+  const { d1, d2, d3 } = tree;
+  if (d1[dst] === Infinity) return null;
+  const sp = space(g);
+  const gen = ++sp.gen;
+  const { mark } = sp;
+  const { w1, w2, w3 } = w;
+  const tight = (u: number, e: number, v: number): boolean =>
+    d1[u]! + w1[e]! === d1[v] && d2[u]! + w2[e]! === d2[v] && d3[u]! + w3[e]! === d3[v];
+  const queue = [dst];
+  mark[dst] = gen;
+  for (let i = 0; i < queue.length; i++) {
+    const v = queue[i]!;
+    if (v === src) continue;
+    for (let k = g.adjStart[v]!, end = g.adjStart[v + 1]!; k < end; k++) {
+      const e = g.adjLink[k]!;
+      const u = g.adjNbr[k]!;
+      if (allowed[e] === 0 || mark[u] === gen || !tight(u, e, v)) continue;
+      mark[u] = gen;
+      queue.push(u);
+    }
+  }
+  const path: number[] = [];
+  for (let u = src; u !== dst;) {
+    let next = -1;
+    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+      const e = g.adjLink[k]!;
+      const v = g.adjNbr[k]!;
+      if (allowed[e] === 1 && mark[v] === gen && tight(u, e, v)) {
+        path.push(e);
+        next = v;
+        break;
+      }
+    }
+    if (next < 0) throw new Error('walkFromRoot: tree does not match the graph');
+    u = next;
+  }
+  return path;
+}
+
+/**
+ * Best path from `src` to `dst` over `allowed` links minus `removed`, like {@link aStar} but guided
+ * by the tree rooted at `src` (exact distances over `allowed`, lower bounds once links are removed):
+ * an A* search from `dst` towards `src`. It settles every site whose key (distance from `dst` plus
+ * the bound to `src`) is at most the best path's, so each site on some best path gets its exact
+ * distance to `dst`; the lexicographically smallest best path is then the greedy walk from `src`
+ * over tight links into settled sites, in adjacency order.
+ *
+ * Used when the tree rooted at `dst` does not exist but the one rooted at `src` does (a core site
+ * routing to each of hundreds of edges): building a tree per edge would cost more than the search.
+ */
+export function aStarReverse(
+  g: RouteGraph,
+  src: number,
+  dst: number,
+  allowed: Uint8Array,
+  removed: readonly number[],
+  w: Weights,
+  bound: Tree,
+): number[] | null {
+  const { d1: h1, d2: h2, d3: h3 } = bound;
+  if (h1[dst] === Infinity) return null;
+  const sp = space(g);
+  const gen = ++sp.gen;
+  const { stamp, g1, g2, g3, f1, f2, f3, done, pos, heap } = sp;
+  const rem = sp.removed;
+  for (const e of removed) rem[e] = gen;
+  const { w1, w2, w3 } = w;
+  let size = 0;
+  const less = (a: number, b: number): boolean => {
+    if (f1[a] !== f1[b]) return f1[a]! < f1[b]!;
+    if (f2[a] !== f2[b]) return f2[a]! < f2[b]!;
+    if (f3[a] !== f3[b]) return f3[a]! < f3[b]!;
+    if (g1[a] !== g1[b]) return g1[a]! < g1[b]!;
+    if (g2[a] !== g2[b]) return g2[a]! < g2[b]!;
+    return g3[a]! < g3[b]!;
+  };
+  const up = (i: number): void => {
+    const v = heap[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const pv = heap[p]!;
+      if (!less(v, pv)) break;
+      heap[i] = pv;
+      pos[pv] = i;
+      i = p;
+    }
+    heap[i] = v;
+    pos[v] = i;
+  };
+  const popMin = (): number => {
+    const top = heap[0]!;
+    const last = heap[--size]!;
+    if (size > 0) {
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= size) break;
+        if (c + 1 < size && less(heap[c + 1]!, heap[c]!)) c++;
+        const cv = heap[c]!;
+        if (!less(cv, last)) break;
+        heap[i] = cv;
+        pos[cv] = i;
+        i = c;
+      }
+      heap[i] = last;
+      pos[last] = i;
+    }
+    pos[top] = -1;
+    return top;
+  };
+  stamp[dst] = gen;
+  g1[dst] = 0;
+  g2[dst] = 0;
+  g3[dst] = 0;
+  f1[dst] = h1[dst]!;
+  f2[dst] = h2[dst]!;
+  f3[dst] = h3[dst]!;
+  done[dst] = 0;
+  heap[size++] = dst;
+  pos[dst] = 0;
+  // Best distance from src to dst found so far (an upper bound of the answer's key, exact once src settles).
+  let b1 = Infinity;
+  let b2 = Infinity;
+  let b3 = Infinity;
+  while (size > 0) {
+    const u = popMin();
+    if (lex3(f1[u]!, f2[u]!, f3[u]!, b1, b2, b3) > 0) break;
+    done[u] = 1;
+    if (u === src) continue;
+    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+      const e = g.adjLink[k]!;
+      if (allowed[e] === 0 || rem[e] === gen) continue;
+      const v = g.adjNbr[k]!;
+      if (h1[v] === Infinity) continue;
+      const n1 = g1[u]! + w1[e]!;
+      const n2 = g2[u]! + w2[e]!;
+      const n3 = g3[u]! + w3[e]!;
+      const v1 = n1 + h1[v]!;
+      const v2 = n2 + h2[v]!;
+      const v3 = n3 + h3[v]!;
+      if (lex3(v1, v2, v3, b1, b2, b3) > 0) continue;
+      if (stamp[v] !== gen) {
+        stamp[v] = gen;
+        done[v] = 0;
+        pos[v] = -1;
+      } else if (done[v] === 1 || lex3(n1, n2, n3, g1[v]!, g2[v]!, g3[v]!) >= 0) {
+        continue;
+      }
+      g1[v] = n1;
+      g2[v] = n2;
+      g3[v] = n3;
+      f1[v] = v1;
+      f2[v] = v2;
+      f3[v] = v3;
+      if (v === src) {
+        b1 = n1;
+        b2 = n2;
+        b3 = n3;
+      }
+      if (pos[v]! < 0) {
+        heap[size] = v;
+        pos[v] = size;
+        size++;
+      }
+      up(pos[v]!);
+    }
+  }
+  if (stamp[src] !== gen || done[src] !== 1) return null;
+  const settled = (v: number): boolean => stamp[v] === gen && done[v] === 1;
+  const path: number[] = [];
+  for (let u = src; u !== dst;) {
+    let next = -1;
+    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
+      const e = g.adjLink[k]!;
+      const v = g.adjNbr[k]!;
+      if (allowed[e] === 0 || rem[e] === gen || !settled(v)) continue;
+      if (g1[v]! + w1[e]! === g1[u] && g2[v]! + w2[e]! === g2[u] && g3[v]! + w3[e]! === g3[u]) {
+        path.push(e);
+        next = v;
+        break;
+      }
+    }
+    if (next < 0) throw new Error('aStarReverse: no tight link from a settled site');
+    u = next;
+  }
+  return path;
 }
 
 /** The tree's best path from `u` (next hops), or `null` when it uses a removed link or a marked site. */

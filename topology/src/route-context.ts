@@ -18,7 +18,9 @@
 import { METRIC_SCALE, lossWithin, toUnits, utilExcess, utilWithin } from './path-metrics';
 import {
   aStar,
+  aStarReverse,
   labelSearch,
+  walkFromRoot,
   walkTree,
   type LabelInit,
   type LabelKey,
@@ -224,6 +226,19 @@ export class RouteContext {
     return undefined;
   }
 
+  /**
+   * True when the unconstrained searches from `src` to `dst` should use the tree rooted at `src`:
+   * it exists (or is waiting for repair) and the one rooted at `dst` does not. With routes from a
+   * few core sites to hundreds of edges, trees rooted at the cores serve both directions instead of
+   * one tree per edge. Both ways give the same path.
+   */
+  #useSourceTree(set: UsableSet, kind: TreeKind, src: number, dst: number): boolean {
+    const n = this.graph.n;
+    const base = (set.id * 6 + KIND_INDEX[kind]) * n;
+    const has = (root: number): boolean => this.#trees.has(base + root) || this.#repairs.has(base + root);
+    return !has(dst) && has(src);
+  }
+
   readonly #differences = new Map<number, readonly number[]>();
 
   /** Links usable by exactly one of two sets. */
@@ -271,8 +286,10 @@ export class RouteContext {
         return c.best;
       }
     }
-    const tree = this.tree(set, objective, dst);
-    const best = walkTree(g, tree, src, dst, set.allowed, this.weights(objective));
+    const w = this.weights(objective);
+    const best = this.#useSourceTree(set, objective, src, dst)
+      ? walkFromRoot(g, this.tree(set, objective, src), src, dst, set.allowed, w)
+      : walkTree(g, this.tree(set, objective, dst), src, dst, set.allowed, w);
     list.push({ set, best });
     return best;
   }
@@ -304,15 +321,10 @@ export class RouteContext {
         return c.backup;
       }
     }
-    const b = aStar(
-      g,
-      src,
-      dst,
-      set.allowed,
-      primary,
-      this.weights(objective),
-      this.tree(set, objective, dst),
-    );
+    const w = this.weights(objective);
+    const b = this.#useSourceTree(set, objective, src, dst)
+      ? aStarReverse(g, src, dst, set.allowed, primary, w, this.tree(set, objective, src))
+      : aStar(g, src, dst, set.allowed, primary, w, this.tree(set, objective, dst));
     list.push({ set, primary, backup: b });
     return b;
   }
