@@ -337,8 +337,9 @@ export function walkFromRoot(
  * by the tree rooted at `src` (exact distances over `allowed`, lower bounds once links are removed):
  * an A* search from `dst` towards `src`. It settles every site whose key (distance from `dst` plus
  * the bound to `src`) is at most the best path's, so each site on some best path gets its exact
- * distance to `dst`; the lexicographically smallest best path is then the greedy walk from `src`
- * over tight links into settled sites, in adjacency order.
+ * distance to `dst`, and each keeps, of its tight links towards `dst`, the one to the smallest site
+ * (then the smallest link). Following those from `src` is the greedy walk that gives the
+ * lexicographically smallest best path (see {@link walkFromRoot}).
  *
  * Used when the tree rooted at `dst` does not exist but the one rooted at `src` does (a core site
  * routing to each of hundreds of edges): building a tree per edge would cost more than the search.
@@ -356,11 +357,13 @@ export function aStarReverse(
   if (h1[dst] === Infinity) return null;
   const sp = space(g);
   const gen = ++sp.gen;
-  const { stamp, g1, g2, g3, f1, f2, f3, done, pos, heap } = sp;
+  const { stamp, g1, g2, g3, f1, f2, f3, done, pos, heap, predE, predV } = sp;
   const rem = sp.removed;
   for (const e of removed) rem[e] = gen;
   const { w1, w2, w3 } = w;
   let size = 0;
+  // Sites with equal f pop in order of g, so every site on a best path to a site pops (and records
+  // itself as that site's next hop) before the site does: next hops are complete when a site settles.
   const less = (a: number, b: number): boolean => {
     if (f1[a] !== f1[b]) return f1[a]! < f1[b]!;
     if (f2[a] !== f2[b]) return f2[a]! < f2[b]!;
@@ -438,9 +441,22 @@ export function aStarReverse(
         stamp[v] = gen;
         done[v] = 0;
         pos[v] = -1;
-      } else if (done[v] === 1 || lex3(n1, n2, n3, g1[v]!, g2[v]!, g3[v]!) >= 0) {
-        continue;
+      } else {
+        if (done[v] === 1) continue;
+        const c = lex3(n1, n2, n3, g1[v]!, g2[v]!, g3[v]!);
+        if (c > 0) continue;
+        if (c === 0) {
+          // Another best way on from v: keep the smaller next site, then link.
+          const d = g.siteRank[u]! - g.siteRank[predV[v]!]! || g.linkRank[e]! - g.linkRank[predE[v]!]!;
+          if (d < 0) {
+            predV[v] = u;
+            predE[v] = e;
+          }
+          continue;
+        }
       }
+      predV[v] = u;
+      predE[v] = e;
       g1[v] = n1;
       g2[v] = n2;
       g3[v] = n3;
@@ -461,23 +477,8 @@ export function aStarReverse(
     }
   }
   if (stamp[src] !== gen || done[src] !== 1) return null;
-  const settled = (v: number): boolean => stamp[v] === gen && done[v] === 1;
   const path: number[] = [];
-  for (let u = src; u !== dst;) {
-    let next = -1;
-    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
-      const e = g.adjLink[k]!;
-      const v = g.adjNbr[k]!;
-      if (allowed[e] === 0 || rem[e] === gen || !settled(v)) continue;
-      if (g1[v]! + w1[e]! === g1[u] && g2[v]! + w2[e]! === g2[u] && g3[v]! + w3[e]! === g3[u]) {
-        path.push(e);
-        next = v;
-        break;
-      }
-    }
-    if (next < 0) throw new Error('aStarReverse: no tight link from a settled site');
-    u = next;
-  }
+  for (let u = src; u !== dst; u = predV[u]!) path.push(predE[u]!);
   return path;
 }
 
@@ -745,7 +746,8 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
     return top;
   };
 
-  const atNode: Label[][] = Array.from({ length: g.n }, () => []);
+  // Labels kept per site; most searches touch a few sites, so the lists are created on first use.
+  const atNode: (Label[] | undefined)[] = new Array<Label[] | undefined>(g.n);
   const init = q.init ?? { pen: 0, o1: 0, o2: 0, o3: 0, lat: 0, jit: 0, keep: 1, lossLog: 0, ex: 0 };
   const root: Label = { node: src, pred: null, link: -1, ...init, fPen: 0, fViol: 0, f1: 0, f2: 0, f3: 0 };
   push(root);
@@ -819,6 +821,8 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
       const o1 = l.o1 + w1[e]!;
       const o2 = l.o2 + w2[e]!;
       const o3 = l.o3 + w3[e]!;
+      // Most candidates fail the cutoff: test it before allocating the label.
+      if (worse(pen + penaltyBound[v]!, fViol, o1 + d1[v]!, o2 + d2[v]!, o3 + d3[v]!)) continue;
       const next: Label = {
         node: v,
         pred: l,
@@ -838,10 +842,9 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
         f2: o2 + d2[v]!,
         f3: o3 + d3[v]!,
       };
-      if (worse(next.fPen, next.fViol, next.f1, next.f2, next.f3)) continue;
       if (inPrefix(l, v)) continue;
       let dominated = false;
-      for (const other of atNode[v]!) {
+      for (const other of atNode[v] ?? []) {
         if (
           other.pen <= pen &&
           other.lat <= lat &&
@@ -858,7 +861,7 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
       }
       if (dominated) continue;
       if (++labels > maxLabels) return 'budget';
-      atNode[v]!.push(next);
+      (atNode[v] ??= []).push(next);
       push(next);
     }
   }

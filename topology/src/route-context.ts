@@ -197,33 +197,10 @@ export class RouteContext {
     let t = this.#trees.get(key);
     if (t === undefined) {
       const repair = this.#repairs.get(key);
-      t =
-        repair !== undefined
-          ? repair()
-          : (this.#sameTreeOfOtherSet(set, kind, root) ??
-            shortestTree(this.graph, root, set.allowed, this.weights(kind)));
+      t = repair !== undefined ? repair() : shortestTree(this.graph, root, set.allowed, this.weights(kind));
       this.#trees.set(key, t);
     }
     return t;
-  }
-
-  /**
-   * The cached tree of another usable set for the same metric and root when it is also exactly
-   * `set`'s tree: every link usable by one set only could not lie on a best path (going over it is
-   * strictly worse than each end's own distance). Removing such links changes no distance and adding
-   * them improves none, and they are never tight, so distances and next hops are the same. Classes
-   * differ only by a few links over their utilisation limits, so most trees are shared this way.
-   */
-  #sameTreeOfOtherSet(set: UsableSet, kind: TreeKind, root: number): Tree | undefined {
-    const g = this.graph;
-    const w = this.weights(kind);
-    for (const other of this.#usableByKey.values()) {
-      if (other === set) continue;
-      const t = this.#trees.get((other.id * 6 + KIND_INDEX[kind]) * g.n + root);
-      if (t === undefined) continue;
-      if (this.#difference(set, other).every((e) => !mayUse(t, g.la[e]!, g.lb[e]!, w, e))) return t;
-    }
-    return undefined;
   }
 
   /**
