@@ -420,20 +420,30 @@ export function aStarReverse(
   let b1 = Infinity;
   let b2 = Infinity;
   let b3 = Infinity;
+  const next = treeNext(g, bound, allowed, w);
   while (size > 0) {
     const u = popMin();
     if (lex3(f1[u]!, f2[u]!, f3[u]!, b1, b2, b3) > 0) break;
     done[u] = 1;
     if (u === src) continue;
+    if (b1 === Infinity && intactToRoot(g, next, u, src, rem, gen)) {
+      // The tree's path from u to src avoids the removed links: a walk of key f(u), the smallest
+      // open key, so the answer's key is f(u) (dropping any cycle would only make it smaller).
+      // Knowing it early keeps the rest of a hub's neighbours off the heap.
+      b1 = f1[u]!;
+      b2 = f2[u]!;
+      b3 = f3[u]!;
+    }
+    const u1 = g1[u]!;
     for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
       const e = g.adjLink[k]!;
       if (allowed[e] === 0 || rem[e] === gen) continue;
       const v = g.adjNbr[k]!;
-      if (h1[v] === Infinity) continue;
-      const n1 = g1[u]! + w1[e]!;
+      const v1 = u1 + w1[e]! + h1[v]!;
+      if (v1 > b1 || h1[v] === Infinity) continue;
+      const n1 = u1 + w1[e]!;
       const n2 = g2[u]! + w2[e]!;
       const n3 = g3[u]! + w3[e]!;
-      const v1 = n1 + h1[v]!;
       const v2 = n2 + h2[v]!;
       const v3 = n3 + h3[v]!;
       if (lex3(v1, v2, v3, b1, b2, b3) > 0) continue;
@@ -480,6 +490,23 @@ export function aStarReverse(
   const path: number[] = [];
   for (let u = src; u !== dst; u = predV[u]!) path.push(predE[u]!);
   return path;
+}
+
+/** True when the tree's path from `u` to its root (next hops) uses no removed link. */
+function intactToRoot(
+  g: RouteGraph,
+  next: Int32Array,
+  u: number,
+  root: number,
+  rem: Int32Array,
+  gen: number,
+): boolean {
+  while (u !== root) {
+    const e = next[u]!;
+    if (e < 0 || rem[e] === gen) return false;
+    u = g.other(e, u);
+  }
+  return true;
 }
 
 /** The tree's best path from `u` (next hops), or `null` when it uses a removed link or a marked site. */
