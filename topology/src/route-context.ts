@@ -306,18 +306,18 @@ export class RouteContext {
     return b;
   }
 
-  slaBounds(set: UsableSet, root: number): SlaBounds {
+  /**
+   * Lower bounds of latency, jitter and loss towards `root` over `set`. A latency objective's tree
+   * minimises latency first, so its first component is the latency bound: no separate tree.
+   */
+  slaBounds(set: UsableSet, root: number, objective?: Objective): SlaBounds {
     return {
-      lat: this.tree(set, 'lat', root).d1,
+      lat: this.tree(set, objective === 'latency' ? 'latency' : 'lat', root).d1,
       jit: this.tree(set, 'jit', root).d1,
       loss: this.tree(set, 'loss', root).d1,
     };
   }
 
-  /**
-   * Bounds for a branch and bound from `src` over `allowed`: trees rooted at `dst` over `allowed`
-   * without the links of `src` (see `BoundedQuery.bound`).
-   */
   /**
    * Bounds for a label search towards `dst` over (a subset of) `set`: the cached trees of `set`
    * rooted at `dst` (exact over `set`, lower bounds over any subset), plus with a penalty the tree of
@@ -337,7 +337,7 @@ export class RouteContext {
             penalty,
             penaltyBound: shortestTree(g, dst, set.allowed, { w1: penalty, w2: g.zeros, w3: g.zeros }).d1,
           };
-    return { ...pen, bound: this.tree(set, objective, dst), slaBounds: this.slaBounds(set, dst) };
+    return { ...pen, bound: this.tree(set, objective, dst), slaBounds: this.slaBounds(set, dst, objective) };
   }
 
   /** Best path of a label search. */
@@ -423,7 +423,10 @@ export class RouteContext {
       if (blocked[x] === 0) continue;
       for (let k = g.adjStart[x]!; k < g.adjStart[x + 1]!; k++) reduced[g.adjLink[k]!] = 0;
     }
-    const lat = shortestTree(g, q.dst, reduced, this.weights('lat')).d1;
+    // With a latency objective the objective tree is the latency bound too.
+    const byLatency = q.weights === this.weights('latency');
+    const latencyBound = byLatency ? shortestTree(g, q.dst, reduced, q.weights) : undefined;
+    const lat = (latencyBound ?? shortestTree(g, q.dst, reduced, this.weights('lat'))).d1;
     const jit = shortestTree(g, q.dst, reduced, this.weights('jit')).d1;
     const loss = shortestTree(g, q.dst, reduced, this.weights('loss')).d1;
     const hopeless =
@@ -436,7 +439,7 @@ export class RouteContext {
     const r = labelSearch(g, {
       ...q,
       allowed: reduced,
-      bound: shortestTree(g, q.dst, reduced, q.weights),
+      bound: latencyBound ?? shortestTree(g, q.dst, reduced, q.weights),
       slaBounds: { lat, jit, loss },
       ...(q.penalty === undefined
         ? {}
@@ -607,11 +610,13 @@ export class RouteContext {
         maxLabels: CHEAP_SEARCH_LABELS,
       });
       if (found === 'budget') {
+        const bound = shortestTree(g, dst, without, w);
         found = labelSearch(g, {
           ...base,
-          bound: shortestTree(g, dst, without, w),
+          bound,
           slaBounds: {
-            lat: shortestTree(g, dst, without, this.weights('lat')).d1,
+            lat:
+              cls.objective === 'latency' ? bound.d1 : shortestTree(g, dst, without, this.weights('lat')).d1,
             jit: shortestTree(g, dst, without, this.weights('jit')).d1,
             loss: shortestTree(g, dst, without, this.weights('loss')).d1,
           },
