@@ -24,7 +24,8 @@ import { SnmpPoller } from './snmp-poller';
 
 const USAGE = `usage: meridian controller [--topology FILE] [--grpc HOST:PORT] [--http HOST:PORT]
                           [--redis URL] [--influx URL] [--snmp-interval MS] [--addressing FILE]
-                          [--media-standby on|off]
+                          [--media-standby on|off] [--probe-interval MS] [--probe-timeout MS]
+                          [--quality-interval MS]
 
   --topology FILE     topology YAML (default: the reference topology)
   --grpc HOST:PORT    agent gRPC listen address (default 127.0.0.1:7400; port 0 = any free port)
@@ -34,6 +35,13 @@ const USAGE = `usage: meridian controller [--topology FILE] [--grpc HOST:PORT] [
   --snmp-interval MS  SNMP poll period per device (default 10000)
   --addressing FILE   addressing plan JSON (the lab's plan.json): compile and push policies to agents
                       (default: none; routes are computed, no policy is distributed)
+  --probe-interval MS link probe period per link end in the agents' probe plan (default 100);
+                      a link is declared down after 3 lost probes, so this sets failure detection;
+                      loss is measured over the last ~10 s of probes
+  --probe-timeout MS  a link probe unanswered this long is lost (default 100; above the longest RTT)
+  --quality-interval MS  routes move for measured quality (latency, jitter, loss, a link back up)
+                      no more than once per this period (default 5000); a link going down moves
+                      them immediately. Every move is a policy version every affected router applies
   --media-standby on|off  keep a warm standby egress leg per media session (default on: an egress
                       failure then costs ~50 ms of audio instead of ~300 ms, see BENCHMARKS.md)
 
@@ -124,6 +132,9 @@ async function run(argv: string[]): Promise<number> {
         'snmp-interval': { type: 'string' },
         addressing: { type: 'string' },
         'media-standby': { type: 'string', default: 'on' },
+        'probe-interval': { type: 'string' },
+        'probe-timeout': { type: 'string' },
+        'quality-interval': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -146,6 +157,8 @@ async function run(argv: string[]): Promise<number> {
   let grpcAddr: HostPort;
   let httpAddr: HostPort;
   let snmpInterval: number | undefined;
+  const probe: { intervalMs?: number; timeoutMs?: number } = {};
+  let qualityIntervalMs = 5000;
   let addressing: AddressingPlan | undefined;
   try {
     grpcAddr = parseHostPort('--grpc', values.grpc);
@@ -158,6 +171,30 @@ async function run(argv: string[]): Promise<number> {
         throw new ControllerError(
           'CTRL_ERR_BAD_OPTION',
           `--snmp-interval '${values['snmp-interval']}' (expected an integer >= 100, ms)`,
+        );
+      }
+    }
+    for (const [flag, field] of [
+      ['probe-interval', 'intervalMs'],
+      ['probe-timeout', 'timeoutMs'],
+    ] as const) {
+      const text = values[flag];
+      if (text === undefined) continue;
+      const ms = Number(text);
+      if (!Number.isInteger(ms) || ms < 10 || ms > 60_000) {
+        throw new ControllerError(
+          'CTRL_ERR_BAD_OPTION',
+          `--${flag} '${text}' (expected an integer in 10..60000, ms)`,
+        );
+      }
+      probe[field] = ms;
+    }
+    if (values['quality-interval'] !== undefined) {
+      qualityIntervalMs = Number(values['quality-interval']);
+      if (!Number.isInteger(qualityIntervalMs) || qualityIntervalMs < 0 || qualityIntervalMs > 3_600_000) {
+        throw new ControllerError(
+          'CTRL_ERR_BAD_OPTION',
+          `--quality-interval '${values['quality-interval']}' (expected an integer in 0..3600000, ms)`,
         );
       }
     }
@@ -190,6 +227,13 @@ async function run(argv: string[]): Promise<number> {
     ...(values.influx !== undefined ? { influxUrl: values.influx } : {}),
     ...(snmp ? { snmp } : {}),
     ...(addressing ? { addressing } : {}),
+    ...(Object.keys(probe).length > 0 ? { probe } : {}),
+    routeLoop: { qualityIntervalMs },
+    // Loss is judged over ~10 s of probes from both ends whatever the period: fewer samples make a
+    // 0.5 % link read 0 % or 2 % by chance, and a class SLA of 1 % would flap with it.
+    ...(probe.intervalMs !== undefined
+      ? { estimator: { lossWindow: Math.max(100, Math.round(20_000 / probe.intervalMs)) } }
+      : {}),
   });
   // Media nodes share the agents' gRPC server and token; sessions persist in the same Redis.
   const media = attachMediaSteering(controller, {

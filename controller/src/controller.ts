@@ -104,7 +104,7 @@ export interface ControllerOptions {
   readonly snmp?: CountersSource;
   /** Where sites and links live in address space; absent: routes only, no policies are distributed. */
   readonly addressing?: AddressingPlan;
-  /** Route hysteresis margins (default `DEFAULT_MARGINS`), `false` for the pure optimum. */
+  /** Route hysteresis margins (default `CONTROLLER_MARGINS`: route-loop.ts), `false` for the pure optimum. */
   readonly hysteresis?: HysteresisMarginsInput | false;
   /** Route loop: coalescing of link changes, cycles kept, retry delay. */
   readonly routeLoop?: Omit<RouteLoopSettings, 'hysteresis'>;
