@@ -58,6 +58,15 @@ interface RuleSpec {
   readonly table: number;
 }
 
+/** The owned kernel state, as the driver left it (rules, routes by key → signature, nft comment). */
+interface KnownState {
+  readonly rules: RuleSpec[];
+  readonly routes: Map<string, string>;
+  readonly nft: string;
+  /** When the kernel was last actually read (performance.now()). */
+  readonly at: number;
+}
+
 interface RouteSpec {
   readonly family: Family;
   readonly table: string;
@@ -73,6 +82,8 @@ const NFT_TABLE = 'meridian';
 const BATCH_CHUNK = 200;
 const ENOMEM_RETRIES = 8;
 const PREF_MIN = TABLE_BASE;
+/** The kernel is read again (instead of trusting the last apply) at least this often. */
+const KERNEL_REREAD_MS = 30_000;
 const PREF_MAX = 29999;
 
 const primaryTable = (slot: number): number => TABLE_BASE + 2 * slot;
@@ -108,6 +119,31 @@ export class LinuxPolicyDriver implements PolicyDriver {
   readonly #nft: string;
   /** The last policy applied successfully by this process (restored when an apply fails). */
   #current: SitePolicy | null = null;
+  /**
+   * Sysctls set and interfaces seen by the last successful apply: each check is a process spawn,
+   * and a spawn blocks the agent's event loop (and its probes) for ~10 ms under a policy burst.
+   */
+  #sysctlsSet = false;
+  #interfacesSeen = '';
+  /**
+   * What this driver left in the kernel after its last successful apply, so the next apply diffs
+   * against it instead of reading the kernel (four process spawns). Dropped on any failure, any
+   * fast-reroute switch, for the same content applied again (a reconcile) and after
+   * {@link KERNEL_REREAD_MS}: the kernel is read then, which is how changes made behind the agent's
+   * back are reconciled.
+   */
+  #known: KnownState | null = null;
+  /**
+   * Bumped by every fast-reroute switch: those run while an apply may be in progress (a failover
+   * must not wait for a policy), and an apply that saw a switch cannot know the rules it left.
+   */
+  #epoch = 0;
+
+  /** The state left by the last apply, while it can be trusted (see `#known`). */
+  #fresh(): KnownState | null {
+    const k = this.#known;
+    return k !== null && performance.now() - k.at < KERNEL_REREAD_MS ? k : null;
+  }
 
   constructor(options: LinuxDriverOptions = {}) {
     this.#netns = options.netns;
@@ -217,11 +253,11 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   async read(): Promise<DriverSnapshot> {
-    const [rules, routes, comment] = await Promise.all([
-      this.#readRules(),
-      this.#readRoutes(),
-      this.#readNftComment(),
-    ]);
+    const known = this.#fresh();
+    const [rules, routes, comment] =
+      known !== null
+        ? [known.rules, known.routes, known.nft]
+        : await Promise.all([this.#readRules(), this.#readRoutes(), this.#readNftComment()]);
     const m = comment !== null ? /^meridian:([0-9a-f]{64}):(\d+)$/.exec(comment) : null;
     const slots = new Map<number, { p: boolean; b: boolean }>();
     for (const r of rules) {
@@ -421,10 +457,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   async #checkInterfaces(policy: SitePolicy): Promise<DriverError | null> {
+    const wanted = policy.interfaces.map((i) => i.ifName).join(' ');
+    if (wanted === this.#interfacesSeen) return null;
     const links = await this.#json<{ ifname: string }[]>(['link', 'show']);
     const names = new Set(links.map((l) => l.ifname));
     const missing = policy.interfaces.map((i) => i.ifName).filter((n) => !names.has(n));
-    if (missing.length === 0) return null;
+    if (missing.length === 0) {
+      this.#interfacesSeen = wanted;
+      return null;
+    }
     return new DriverError(
       'AGENT_ERR_POLICY_INVALID',
       `policy ${policy.hash.slice(0, 12)} for site '${policy.site}' names interfaces missing here: ${missing.join(', ')}`,
@@ -455,7 +496,9 @@ export class LinuxPolicyDriver implements PolicyDriver {
           : new DriverError('AGENT_ERR_DRIVER_APPLY', `applying policy failed: ${String(err)}`, {
               cause: err,
             });
-      // Put the previous policy back (or nothing, if there was none).
+      // Put the previous policy back (or nothing, if there was none); check everything again.
+      this.#sysctlsSet = false;
+      this.#interfacesSeen = '';
       const previous = this.#current;
       try {
         if (previous !== null) await this.#sync(previous);
@@ -470,24 +513,28 @@ export class LinuxPolicyDriver implements PolicyDriver {
   async #sync(policy: SitePolicy): Promise<{ changes: number; removed: number }> {
     await this.#ensureSysctls();
     const want = this.#render(policy);
-    const [haveRules, haveRoutes] = await Promise.all([this.#readRules(), this.#readRoutes()]);
+    // The same content again is a reconcile request (a re-send, a restart): read the kernel then.
+    const known = this.#current?.hash === policy.hash ? null : this.#fresh();
+    const epoch = this.#epoch;
+    this.#known = null; // until this apply has completed
+    const [haveRules, haveRoutes] =
+      known !== null
+        ? [known.rules, known.routes]
+        : await Promise.all([this.#readRules(), this.#readRoutes()]);
 
+    const ruleKey = (r: RuleSpec): string => `${r.family}|${r.pref}|${r.fwmark ?? '-'}|${r.table}`;
+    const v4Rules = new Set(haveRules.filter((x) => x.family === 4).map((x) => `${x.pref}|${x.fwmark}`));
     // Routes switched to backup stay there while their primary path is unchanged.
     const onBackup = new Set<number>();
     for (const r of policy.routes) {
-      const p = haveRules.some(
-        (x) => x.family === 4 && x.pref === primaryTable(r.slot) && x.fwmark === markOf(r.slot),
-      );
-      const b = haveRules.some(
-        (x) => x.family === 4 && x.pref === backupTable(r.slot) && x.fwmark === markOf(r.slot),
-      );
+      const p = v4Rules.has(`${primaryTable(r.slot)}|${markOf(r.slot)}`);
+      const b = v4Rules.has(`${backupTable(r.slot)}|${markOf(r.slot)}`);
       const prefix = r.dstPrefixes[0] ?? '';
       const sig = haveRoutes.get(`4|${primaryTable(r.slot)}|${prefix}`);
       if (!p && b && r.backup !== null && sig === `seg6|${r.primary.segments.join(',')}|${r.primary.outIf}`) {
         onBackup.add(markOf(r.slot));
       }
     }
-    const ruleKey = (r: RuleSpec): string => `${r.family}|${r.pref}|${r.fwmark ?? '-'}|${r.table}`;
     const wantRules = want.rules.filter(
       (r) => !(r.fwmark !== null && onBackup.has(r.fwmark) && r.pref === r.table && r.pref % 2 === 0),
     );
@@ -506,8 +553,9 @@ export class LinuxPolicyDriver implements PolicyDriver {
     }
     const add4: string[] = [];
     const add6: string[] = [];
+    const haveAll = new Set(haveRules.map(ruleKey));
     for (const r of wantRules) {
-      if (haveRules.some((h) => ruleKey(h) === ruleKey(r))) continue;
+      if (haveAll.has(ruleKey(r))) continue;
       (r.family === 4 ? add4 : add6).push(`rule add ${ruleSpec(r)}`);
     }
     const del4: string[] = [];
@@ -533,7 +581,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
     await this.#batch(null, [...tunsrc, ...addRoutes]);
     await this.#batch(4, add4);
     await this.#batch(6, add6);
-    const comment = await this.#readNftComment();
+    const comment = known !== null ? known.nft : await this.#readNftComment();
     let nftChanged = 0;
     if (comment !== `meridian:${policy.hash}:${policy.version}`) {
       const r = await this.#nftCmd(['-f', '-'], this.#renderNft(policy));
@@ -547,6 +595,16 @@ export class LinuxPolicyDriver implements PolicyDriver {
     await this.#batch(4, del4);
     await this.#batch(6, del6);
     await this.#batch(null, delRoutes);
+    if (this.#epoch === epoch) {
+      this.#known = {
+        rules: wantRules,
+        routes: new Map(
+          want.routes.map((r) => [`${r.family}|${r.table}|${normDst(r.dst, r.family)}`, r.signature]),
+        ),
+        nft: `meridian:${policy.hash}:${policy.version}`,
+        at: known?.at ?? performance.now(),
+      };
+    }
     return {
       changes:
         addRoutes.length +
@@ -561,6 +619,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   async #ensureSysctls(): Promise<void> {
+    if (this.#sysctlsSet) return;
     const settings = [
       'net.ipv4.ip_forward=1',
       'net.ipv6.conf.all.forwarding=1',
@@ -577,6 +636,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
         detail: r.stderr.trim(),
       });
     }
+    this.#sysctlsSet = true;
   }
 
   #route(key: string): PolicyRoute | DriverError {
@@ -595,6 +655,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
         error: new DriverError('AGENT_ERR_NO_BACKUP', `route '${key}' has no backup path`),
       };
     }
+    this.#known = null;
+    this.#epoch++;
     const spec = `pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`;
     // IPv4 first: that rule picks the encapsulation, so traffic moves with this one operation.
     const v4 = await this.#ipCmd(['-4', 'rule', 'del', ...spec.split(' ')]);
@@ -611,9 +673,57 @@ export class LinuxPolicyDriver implements PolicyDriver {
     return { ok: true, changed: v4.code === 0 };
   }
 
+  async activateBackups(keys: readonly string[]): Promise<Map<string, RerouteOutcome>> {
+    const out = new Map<string, RerouteOutcome>();
+    const lines: string[] = [];
+    for (const key of keys) {
+      const r = this.#route(key);
+      if (r instanceof DriverError) out.set(key, { ok: false, error: r });
+      else if (r.backup === null) {
+        out.set(key, {
+          ok: false,
+          error: new DriverError('AGENT_ERR_NO_BACKUP', `route '${key}' has no backup path`),
+        });
+      } else {
+        lines.push(
+          `rule del pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`,
+        );
+      }
+    }
+    if (lines.length === 0) return out;
+    this.#known = null;
+    this.#epoch++;
+    // One process per family, IPv4 first (those rules pick the encapsulation: traffic moves with
+    // them); -force goes on past a rule already gone, which is a success here.
+    const v4 = await this.#ipCmd(['-4', '-force', '-batch', '-'], lines.join('\n') + '\n');
+    const v6 = await this.#ipCmd(['-6', '-force', '-batch', '-'], lines.join('\n') + '\n');
+    const failed = (x: ExecResult): string[] =>
+      x.stderr
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !/No such file|not exist|Command failed/i.test(l));
+    const errors = [...failed(v4), ...failed(v6)];
+    for (const key of keys) {
+      if (out.has(key)) continue;
+      out.set(
+        key,
+        errors.length === 0
+          ? { ok: true, changed: true }
+          : {
+              ok: false,
+              error: new DriverError('AGENT_ERR_DRIVER_APPLY', `cannot switch '${key}' to backup`, {
+                detail: errors.join('; '),
+              }),
+            },
+      );
+    }
+    return out;
+  }
+
   async activatePrimary(key: string): Promise<RerouteOutcome> {
     const r = this.#route(key);
     if (r instanceof DriverError) return { ok: false, error: r };
+    this.#known = null;
+    this.#epoch++;
     const rules = await this.#readRules();
     const present = rules.filter((x) => x.pref === primaryTable(r.slot) && x.fwmark === markOf(r.slot));
     const add = (fam: Family): string[] =>
@@ -633,6 +743,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   async removeAll(): Promise<void> {
+    this.#known = null;
     const [rules, routes] = await Promise.all([this.#readRules(), this.#readRoutes()]);
     const ruleLine = (r: RuleSpec): string =>
       `rule del pref ${r.pref}${r.fwmark !== null ? ` fwmark ${hex(r.fwmark)}` : ''} table ${r.table}`;

@@ -74,6 +74,13 @@ export interface PolicyDriver {
   read(): Promise<DriverSnapshot>;
   /** Fast reroute: moves a route (`class/dst`) to its pre-installed backup path. */
   activateBackup(routeKey: string): Promise<RerouteOutcome>;
+  /**
+   * Moves several routes to their backups at once, in the order given (most urgent first), with
+   * as few device operations as the device allows. Optional: without it each route is moved with
+   * {@link activateBackup}. A link failure moves every route over that link: one operation per
+   * route would delay the last (and the Linux driver's operation is a process spawn).
+   */
+  activateBackups?(routeKeys: readonly string[]): Promise<Map<string, RerouteOutcome>>;
   /** Moves a route back to its primary path. */
   activatePrimary(routeKey: string): Promise<RerouteOutcome>;
   /** Removes every owned object. Idempotent. */

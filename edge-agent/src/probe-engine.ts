@@ -176,6 +176,8 @@ interface TargetState {
   maxAnswered: number;
   misses: number;
   successes: number;
+  /** Pending probes already counted as a miss at their liveness deadline (see #send). */
+  readonly overdue: Set<number>;
   alive: boolean | null;
   lastRttMs: number | null;
   srttMs: number | null;
@@ -198,11 +200,16 @@ const targetKey = (t: ProbeTarget): string => `${t.link}\u0000${t.host}\u0000${t
  * reordering, duplicate, RTT and jitter figures and a liveness verdict with hysteresis. All timing
  * runs on one {@link TimerQueue}; all probes leave from one socket.
  */
+/** Least time beyond the smoothed RTT before a probe counts as a liveness miss (scheduling noise). */
+const LIVENESS_SLACK_MS = 30;
+
 export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
   readonly #log: Logger;
   readonly #opts: ProbeEngineOptions;
   readonly #senderId = randomId32();
   readonly #queue = new TimerQueue();
+  /** Reply deadlines passed, judged after the next I/O poll (see #timeout). */
+  #dueTimeouts: [TargetState, number, 'overdue' | 'loss'][] = [];
   readonly #targets = new Map<string, TargetState>();
   readonly #bySession = new Map<number, TargetState>();
   #plan: EffectivePlan = effectivePlan({
@@ -312,6 +319,7 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
         maxAnswered: -1,
         misses: 0,
         successes: 0,
+        overdue: new Set(),
         alive: null,
         lastRttMs: null,
         srttMs: null,
@@ -400,20 +408,53 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
       if (err) this.#counters.sendErrors++;
     });
     const now = this.#queue.now();
-    this.#queue.at(now + plan.timeoutMs, () => this.#timeout(st, seq));
+    this.#queue.at(now + plan.timeoutMs, () => this.#timeout(st, seq, 'loss'));
+    // Liveness needs no proof of loss, only a reply that is overdue for this link's RTT: a link
+    // with a 10 ms RTT is down long before the plan's timeout (sized for the slowest link). The
+    // loss statistics still wait for the plan's timeout, so a late reply is not counted lost.
+    const rto =
+      st.srttMs === null ? plan.timeoutMs : st.srttMs + Math.max(4 * st.jitterMs, LIVENESS_SLACK_MS);
+    if (rto < plan.timeoutMs) this.#queue.at(now + rto, () => this.#timeout(st, seq, 'overdue'));
     // Drift-free cadence; after a stall (GC, busy loop) skip missed slots instead of bursting.
     st.nextSendAt += plan.intervalMs;
     if (st.nextSendAt < now) st.nextSendAt = now + plan.intervalMs;
     this.#queue.at(st.nextSendAt, () => this.#send(st));
   }
 
-  #timeout(st: TargetState, seq: number): void {
+  /**
+   * A reply deadline passed. The verdict waits for the loop's next I/O poll (`setImmediate`): after
+   * a stall (a process spawn, GC, a starved CPU) timers run before the socket is read, and the
+   * reply may already be sitting in the receive buffer; judging at once would count it lost and
+   * take a healthy link down, which moves routes and causes more stalls.
+   */
+  #timeout(st: TargetState, seq: number, kind: 'overdue' | 'loss'): void {
+    this.#dueTimeouts.push([st, seq, kind]);
+    if (this.#dueTimeouts.length === 1) {
+      setImmediate(() => {
+        const due = this.#dueTimeouts;
+        this.#dueTimeouts = [];
+        for (const [t, q, k] of due) {
+          if (k === 'loss') this.#lost(t, q);
+          else if (t.active && t.pending.has(q) && !t.overdue.has(q)) {
+            t.overdue.add(q);
+            this.#miss(t);
+          }
+        }
+      });
+    }
+  }
+
+  #lost(st: TargetState, seq: number): void {
     const sentUs = st.pending.get(seq);
     if (sentUs === undefined || !st.active) return;
     st.pending.delete(seq);
     st.window.lost++;
     this.#counters.lost++;
     st.window.samples.push({ seq, sentAtUs: sentUs, rttMs: -1, fwdMs: -1, lost: true });
+    if (!st.overdue.delete(seq)) this.#miss(st);
+  }
+
+  #miss(st: TargetState): void {
     st.successes = 0;
     st.misses++;
     if (st.alive !== false && st.misses >= this.#plan.downAfterMisses) this.#setAlive(st, false, st.misses);
@@ -444,6 +485,7 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
       return;
     }
     st.pending.delete(p.seq);
+    st.overdue.delete(p.seq);
     st.answered[slot] = p.seq + 1;
     if (p.seq < st.maxAnswered) {
       st.window.reordered++;
