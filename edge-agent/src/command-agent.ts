@@ -7,12 +7,14 @@ import type { PolicyDriver } from './driver';
 import { LinuxPolicyDriver } from './driver-linux';
 import { RouterOsPolicyDriver } from './driver-routeros';
 import { FastReroute } from './fast-reroute';
+import { alarmKey } from './link-alarm';
 import { parseHostPort } from './controller-client';
 import { isAgentError } from './errors';
 
 const USAGE = `usage: meridian agent --site ID --controller HOST:PORT [--probe-listen HOST:PORT]
                       [--driver none|linux|routeros] [--netns NS] [--router HOST:PORT]
                       [--state-dir DIR] [--no-fast-reroute] [--frr-interval MS]
+                      [--frr-max-pps N]
                       [--announce LINK=ADDR]...
 
 Runs an edge agent: answers peers' probes on the probe port, probes the peers the controller's
@@ -29,8 +31,12 @@ probe plan names, and streams reports and liveness events to the controller over
   --router HOST:PORT         routeros: the router's API address (credentials from the env)
   --state-dir DIR            where the last applied policy is kept and re-applied from on start
                              (default /var/lib/meridian/agent-SITE as root, else TMPDIR)
-  --no-fast-reroute          no per-path probes: only the controller moves routes
+  --no-fast-reroute          no local reroute (no per-path probes, no link alarms): only the
+                             controller moves routes
   --frr-interval MS          per-path probe period (default 20)
+  --frr-max-pps N            per-path probes per second at most (default 0: no limit); with
+                             more paths the period grows. Link alarms (a link's own agents
+                             declare it down and alarm every site) stay fast either way
   --announce LINK=ADDR       announce the probe port at ADDR for LINK (repeatable; needs a
                              wildcard --probe-listen): peers probe the link over the link
   --log-level LEVEL          pino level (default info)
@@ -59,6 +65,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     'state-dir'?: string;
     'no-fast-reroute'?: boolean;
     'frr-interval'?: string;
+    'frr-max-pps'?: string;
     announce?: string[];
     help?: boolean;
   };
@@ -78,6 +85,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
         'state-dir': { type: 'string' },
         'no-fast-reroute': { type: 'boolean' },
         'frr-interval': { type: 'string' },
+        'frr-max-pps': { type: 'string' },
         announce: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
@@ -116,6 +124,10 @@ export async function agentCommand(argv: string[]): Promise<number> {
   if (!Number.isInteger(frrInterval) || frrInterval < 5 || frrInterval > 10_000) {
     return fail(`--frr-interval '${values['frr-interval']}' is not an integer in 5..10000 (ms)`);
   }
+  const frrMaxPps = Number(values['frr-max-pps'] ?? '0');
+  if (!Number.isInteger(frrMaxPps) || frrMaxPps < 0 || frrMaxPps > 1_000_000) {
+    return fail(`--frr-max-pps '${values['frr-max-pps']}' is not an integer in 0..1000000`);
+  }
   let driver: PolicyDriver | null = null;
   if (driverKind === 'linux') {
     driver = new LinuxPolicyDriver(values.netns !== undefined ? { netns: values.netns } : {});
@@ -152,6 +164,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
           // The path reflector listens on the host address, next to the probe port.
           reflectorPort: listen.port + 1,
           intervalMs: frrInterval,
+          ...(frrMaxPps > 0 ? { maxPps: frrMaxPps } : {}),
+          alarmKey: alarmKey(token),
           log: log.child({ site: values.site }),
         });
       }
@@ -173,6 +187,10 @@ export async function agentCommand(argv: string[]): Promise<number> {
     if (isAgentError(err)) return fail(`${err.code}: ${err.message}`);
     throw err;
   }
+  // A link of this site declared down by its own probes: reroute here and alarm every site.
+  agent.on('liveness', (c) => {
+    if (!c.up) frr?.linkDown(c.link);
+  });
   frr?.on('reroute', (ev) =>
     agent.sendEvent({
       kind: 'fast-reroute',

@@ -1,7 +1,14 @@
 /**
- * Fast reroute at the source site: per-path probes along every route's primary and backup path,
- * a {@link RerouteDecider} over their outcomes, and the driver's `activateBackup` /
- * `activatePrimary` when it decides, without waiting for the controller.
+ * Fast reroute at the source site: a {@link RerouteDecider} fed by two failure signals, and the
+ * driver's `activateBackup` / `activatePrimary` when it decides, without waiting for the controller.
+ *
+ * 1. Link alarms (link-alarm.ts), the fast and scalable signal: the agents at the two ends of a
+ *    link probe it; when one declares it down ({@link FastReroute.linkDown}) it moves its own
+ *    routes off the link and sends a signed alarm to every other site along both of its paths
+ *    there; each receiver moves every route whose primary uses the link. Cost: O(links) probes.
+ * 2. Per-path probes along every route's primary and backup path, the end-to-end check: they also
+ *    see failures no link probe sees (a router that answers probes but drops transit traffic, a
+ *    wrong SID). They cost O(paths) packets, so their rate has a budget (`maxPps`).
  *
  * How a path is probed (see policy.ts, `pathProbePortBase`): a UDP probe (the TWAMP-light format of
  * probe-packet.ts) sent from the site's host address and the path's probe source port
@@ -27,7 +34,9 @@ import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { DriverPolicyApplier } from './agent-policy';
+import type { RerouteOutcome } from './driver';
 import { encodeProbeRequest, nowUs, parseProbe, randomId32, stampReply } from './probe-packet';
+import { decodeLinkAlarm, encodeLinkAlarm, looksLikeAlarm, type LinkAlarm } from './link-alarm';
 import { pathProbePort, routeKey, type PathState, type SitePolicy } from './policy';
 import { RerouteDecider, type RerouteAction } from './policy-reroute';
 
@@ -49,6 +58,13 @@ export interface FastRerouteOptions {
   readonly revertAfterMs?: number;
   /** Losses before a path's first answer are ignored this long (default 2000 ms). */
   readonly warmupMs?: number;
+  /**
+   * Per-path probes per second at most (default: no limit): with more distinct paths than
+   * `maxPps × intervalMs / 1000` the probe period grows to fit. Link alarms stay fast either way.
+   */
+  readonly maxPps?: number;
+  /** Key of the link alarms ({@link alarmKey} of the agent token); absent: no alarms sent or taken. */
+  readonly alarmKey?: Buffer;
 }
 
 /** One switch, as reported (also sent to the controller as agent event `fast-reroute`). */
@@ -74,7 +90,16 @@ export interface FastRerouteCounters {
   lost: number;
   switches: number;
   failedSwitches: number;
+  /** Link alarms sent (each copy), accepted, and refused (bad signature, replay, too old). */
+  alarmsSent: number;
+  alarmsAccepted: number;
+  alarmsRefused: number;
 }
+
+/** Alarms older than this (sender clock vs ours) are refused as replays. */
+const ALARM_MAX_AGE_MS = 30_000;
+/** Each alarm copy is sent again after this long: one lost packet must not cost a failover. */
+const ALARM_REPEAT_MS = 15;
 
 interface Member {
   readonly slot: number;
@@ -118,11 +143,17 @@ function cidrRange(cidr: string): [number, number] {
 export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
   readonly #opts: FastRerouteOptions;
   readonly #log: Logger;
-  readonly #interval: number;
+  /** Configured per-path probe period, and the one in use (grown to fit `maxPps`). */
+  readonly #baseInterval: number;
+  #interval: number;
   readonly #slack: number;
   readonly #warmup: number;
   readonly #decider: RerouteDecider;
-  readonly #revertAfter: number;
+  #revertAfter: number;
+  readonly #revertAfterMs: number;
+  /** Link alarms: last sequence number taken per sender, and this process's own sequence. */
+  readonly #alarmSeen = new Map<number, number>();
+  #alarmSeq = 0;
   /** Per slot on backup: consecutive answers of its primary path. */
   readonly #primaryStreak = new Map<number, number>();
   readonly #senderId = randomId32();
@@ -134,19 +165,32 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
   /** Per destination site: the probers of its routes' primary and backup (the ways back for replies). */
   #wayBack = new Map<string, { prefixes: [number, number][]; probers: string[] }>();
   #stopped = false;
-  readonly #counters: FastRerouteCounters = { sent: 0, answered: 0, lost: 0, switches: 0, failedSwitches: 0 };
+  /** Switches run one after another (see #act). */
+  #switching: Promise<void> = Promise.resolve();
+  readonly #counters: FastRerouteCounters = {
+    sent: 0,
+    answered: 0,
+    lost: 0,
+    switches: 0,
+    failedSwitches: 0,
+    alarmsSent: 0,
+    alarmsAccepted: 0,
+    alarmsRefused: 0,
+  };
 
   constructor(opts: FastRerouteOptions) {
     super();
     this.#opts = opts;
     this.#log = opts.log.child({ module: 'fast-reroute' });
-    this.#interval = opts.intervalMs ?? 20;
+    this.#baseInterval = opts.intervalMs ?? 20;
+    this.#interval = this.#baseInterval;
     this.#slack = opts.slackMs ?? 50;
     this.#warmup = opts.warmupMs ?? 2000;
     // A path is up again after a few answers (so a route never moves onto a path still dead);
     // going back to the primary after a switch waits much longer (see #revertCheck).
     this.#decider = new RerouteDecider({ downAfterMisses: opts.downAfterMisses ?? 3, upAfterOks: 2 });
-    this.#revertAfter = Math.max(1, Math.ceil((opts.revertAfterMs ?? 3000) / this.#interval));
+    this.#revertAfterMs = opts.revertAfterMs ?? 3000;
+    this.#revertAfter = Math.max(1, Math.ceil(this.#revertAfterMs / this.#interval));
     opts.applier.onApplied((p, active) => this.setPolicy(p, active));
   }
 
@@ -239,9 +283,20 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
       r.bind(this.#opts.reflectorPort, policy.hostAddress);
       this.#reflector = r;
     }
+    const maxPps = this.#opts.maxPps;
+    const interval =
+      maxPps !== undefined && maxPps > 0
+        ? Math.max(this.#baseInterval, Math.ceil((next.size * 1000) / maxPps))
+        : this.#baseInterval;
+    if (interval !== this.#interval && this.#timer !== null) {
+      clearInterval(this.#timer);
+      this.#timer = null;
+    }
+    this.#interval = interval;
+    this.#revertAfter = Math.max(1, Math.ceil(this.#revertAfterMs / interval));
     if (this.#timer === null) this.#timer = setInterval(() => this.#tick(), this.#interval);
     this.#log.info(
-      { paths: next.size, routes: policy.routes.length, version: policy.version },
+      { paths: next.size, routes: policy.routes.length, version: policy.version, intervalMs: interval },
       'path probes planned',
     );
   }
@@ -253,6 +308,10 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
    * one way back, and a link on it would look like both of its paths dying).
    */
   #reflect(msg: Buffer, host: string, port: number): void {
+    if (looksLikeAlarm(msg)) {
+      this.#onAlarm(msg, host);
+      return;
+    }
     const t2 = nowUs();
     const parsed = parseProbe(msg);
     if (!parsed.ok || parsed.packet.type !== 'request') return;
@@ -266,6 +325,79 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     if (sockets.length === 0 && this.#reflector !== null) sockets = [this.#reflector];
     stampReply(msg, t2, nowUs());
     for (const s of sockets) s.send(msg, port, host, () => undefined);
+  }
+
+  /**
+   * This agent declared one of its own links down: move its routes off the link and alarm every
+   * other site (see link-alarm.ts). Called by the agent on its probe engine's liveness change.
+   */
+  linkDown(link: string): void {
+    const policy = this.#policy;
+    if (this.#stopped || policy === null) return;
+    this.#applyLinkDown(link, `link ${link} down (own probes)`);
+    const key = this.#opts.alarmKey;
+    if (key === undefined) return;
+    const alarm: LinkAlarm = {
+      origin: policy.site,
+      link,
+      up: false,
+      senderId: this.#senderId,
+      seq: ++this.#alarmSeq,
+      atMs: Date.now(),
+    };
+    const buf = encodeLinkAlarm(alarm, key);
+    const send = (): void => {
+      if (this.#stopped) return;
+      // Along both paths to every site: primary and backup are link-disjoint.
+      for (const w of this.#wayBack.values()) {
+        for (const id of w.probers) {
+          const p = this.#probers.get(id);
+          if (p === undefined || p.socket === null) continue;
+          p.socket.send(buf, this.#opts.reflectorPort, p.dstHost, () => undefined);
+          this.#counters.alarmsSent++;
+        }
+      }
+    };
+    send();
+    setTimeout(send, ALARM_REPEAT_MS).unref();
+    this.#log.warn({ link, seq: alarm.seq, sites: this.#wayBack.size }, 'link down: alarm sent');
+  }
+
+  #onAlarm(msg: Buffer, host: string): void {
+    const key = this.#opts.alarmKey;
+    if (key === undefined) return;
+    const d = decodeLinkAlarm(msg, key);
+    if (!d.ok) {
+      this.#counters.alarmsRefused++;
+      this.#log.warn({ from: host, reason: d.reason }, 'link alarm refused');
+      return;
+    }
+    const a = d.alarm;
+    if (a.senderId === this.#senderId) return;
+    const last = this.#alarmSeen.get(a.senderId);
+    if (last !== undefined && a.seq <= last) return; // the repeated copy, or a replay
+    if (Math.abs(Date.now() - a.atMs) > ALARM_MAX_AGE_MS) {
+      this.#counters.alarmsRefused++;
+      this.#log.warn({ from: host, origin: a.origin, link: a.link }, 'link alarm refused: too old');
+      return;
+    }
+    this.#alarmSeen.set(a.senderId, a.seq);
+    this.#counters.alarmsAccepted++;
+    if (!a.up) this.#applyLinkDown(a.link, `link ${a.link} down (alarm from ${a.origin})`);
+  }
+
+  #applyLinkDown(link: string, reason: string): void {
+    const policy = this.#policy;
+    if (policy === null) return;
+    const actions: RerouteAction[] = [];
+    for (const r of policy.routes) {
+      const onPrimary = r.primary.links.includes(link);
+      const onBackup = r.backup?.links.includes(link) ?? false;
+      if (!onPrimary && !onBackup) continue;
+      const a = this.#decider.linkDown(r.slot, onPrimary, onBackup, reason);
+      if (a !== null) actions.push(a);
+    }
+    if (actions.length > 0) void this.#act(actions);
   }
 
   #open(host: string, port: number, id: string): dgram.Socket {
@@ -299,6 +431,22 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
 
   #tick(): void {
     const now = performance.now();
+    for (const p of this.#probers.values()) {
+      if (p.socket === null) continue;
+      const seq = p.seq++ >>> 0;
+      p.pending.set(seq, now);
+      const buf = encodeProbeRequest({ senderId: this.#senderId, sessionId: p.session, seq, t1: nowUs() });
+      p.socket.send(buf, this.#opts.reflectorPort, p.dstHost, () => undefined);
+      this.#counters.sent++;
+    }
+    // Losses are judged after the next I/O poll: after a stall, timers run before the sockets are
+    // read, and answers already in the receive buffers must not count as lost (see probe-engine.ts).
+    setImmediate(() => this.#judge());
+  }
+
+  #judge(): void {
+    if (this.#stopped) return;
+    const now = performance.now();
     const lost: Prober[] = [];
     for (const p of this.#probers.values()) {
       const rto = p.answeredOnce ? Math.max(p.srtt + this.#slack, p.srtt + 4 * p.rttvar) : 1000;
@@ -314,14 +462,6 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     // move to a backup that is no better.
     for (const p of lost) this.#outcome(p, false, 'backup');
     for (const p of lost) this.#outcome(p, false, 'primary');
-    for (const p of this.#probers.values()) {
-      if (p.socket === null) continue;
-      const seq = p.seq++ >>> 0;
-      p.pending.set(seq, now);
-      const buf = encodeProbeRequest({ senderId: this.#senderId, sessionId: p.session, seq, t1: nowUs() });
-      p.socket.send(buf, this.#opts.reflectorPort, p.dstHost, () => undefined);
-      this.#counters.sent++;
-    }
   }
 
   #outcome(p: Prober, answered: boolean, only?: 'primary' | 'backup'): void {
@@ -356,14 +496,30 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     const policy = this.#policy;
     if (policy === null) return;
     const driver = this.#opts.applier.driver;
-    await this.#opts.applier.exclusive(() =>
-      Promise.all(
-        actions.map(async (a) => {
-          const t0 = performance.now();
+    // Most urgent class first (the policy lists classes in priority order): voice moves first.
+    const rank = new Map(policy.classes.map((c, i) => [c.id, i]));
+    const classOf = (a: RerouteAction): number =>
+      rank.get(policy.routes.find((r) => r.slot === a.slot)?.class ?? '') ?? rank.size;
+    const ordered = [...actions].sort((a, b) => classOf(a) - classOf(b));
+    // Not behind a policy apply (that can take hundreds of ms on a busy router): the driver keeps
+    // a switch made during an apply (see LinuxPolicyDriver #epoch). Switches queue among themselves.
+    const run = this.#switching.then(async () => {
+      const t0 = performance.now();
+      const backups = ordered.filter((a) => a.action === 'activate-backup').map((a) => a.routeKey);
+      const batched =
+        driver.activateBackups !== undefined && backups.length > 1
+          ? await driver.activateBackups(backups)
+          : new Map<string, RerouteOutcome>();
+      const batchMs = performance.now() - t0;
+      await Promise.all(
+        ordered.map(async (a) => {
+          const t1 = performance.now();
+          const done = batched.get(a.routeKey);
           const out =
-            a.action === 'activate-backup'
+            done ??
+            (a.action === 'activate-backup'
               ? await driver.activateBackup(a.routeKey)
-              : await driver.activatePrimary(a.routeKey);
+              : await driver.activatePrimary(a.routeKey));
           const route = policy.routes.find((r) => r.slot === a.slot);
           const path = a.action === 'activate-backup' ? route?.backup : route?.primary;
           const ev: FastRerouteEvent = {
@@ -375,7 +531,7 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
             reason: a.reason,
             policyVersion: policy.version,
             links: path?.links ?? [],
-            switchMs: Math.round((performance.now() - t0) * 10) / 10,
+            switchMs: Math.round((done !== undefined ? batchMs : performance.now() - t1) * 10) / 10,
             ok: out.ok,
             ...(out.ok ? {} : { error: `${out.error.code}: ${out.error.message}` }),
           };
@@ -388,8 +544,10 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
           this.#log.warn({ ...ev }, `fast reroute: ${a.routeKey} ${a.action}`);
           this.emit('reroute', ev);
         }),
-      ),
-    );
+      );
+    });
+    this.#switching = run.catch((err: unknown) => this.#log.error({ err }, 'fast reroute failed'));
+    await this.#switching;
   }
 
   stop(): void {

@@ -3,6 +3,7 @@ export * from './driver';
 export * from './driver-linux';
 export * from './driver-routeros';
 export * from './policy-reroute';
+export * from './link-alarm';
 export * from './errors';
 export * from './probe-packet';
 export * from './probe-reflector';

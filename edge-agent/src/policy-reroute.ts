@@ -97,6 +97,34 @@ export class RerouteDecider {
     return this.#routes.get(slot)?.active ?? null;
   }
 
+  /**
+   * A link is known down (this agent's own link probes, or an alarm from the site that saw it):
+   * the paths of the route that use it are down now, without waiting for their probes to miss.
+   * They come back up like any path, after `upAfterOks` answered probes.
+   */
+  linkDown(slot: number, onPrimary: boolean, onBackup: boolean, reason: string): RerouteAction | null {
+    const r = this.#routes.get(slot);
+    if (r === undefined) return null;
+    for (const [on, h] of [
+      [onPrimary, r.primary],
+      [onBackup, r.backup],
+    ] as const) {
+      if (!on) continue;
+      h.down = true;
+      h.oks = 0;
+      h.misses = Math.max(h.misses, this.#down);
+    }
+    if (r.active === 'primary' && r.primary.down && r.hasBackup && !r.backup.down) {
+      r.active = 'backup';
+      return { action: 'activate-backup', routeKey: r.key, slot, reason };
+    }
+    if (r.active === 'backup' && r.backup.down && !r.primary.down) {
+      r.active = 'primary';
+      return { action: 'activate-primary', routeKey: r.key, slot, reason: `${reason}; primary up` };
+    }
+    return null;
+  }
+
   /** One probe outcome; returns the action to take now, if any. */
   observe(slot: number, role: PathRole, answered: boolean): RerouteAction | null {
     const r = this.#routes.get(slot);

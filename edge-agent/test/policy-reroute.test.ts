@@ -107,3 +107,26 @@ t.test('restored() puts a route back on its primary with fresh health', (t) => {
   d.restored(99);
   t.end();
 });
+
+t.test('a link alarm moves a route off a dead primary at once, and not onto a dead backup', (t) => {
+  const d = new RerouteDecider();
+  d.setPolicy(policy);
+  t.match(d.linkDown(8, true, false, 'link l down (alarm from d)'), {
+    action: 'activate-backup',
+    routeKey: 'voice/d',
+    reason: 'link l down (alarm from d)',
+  });
+  t.equal(d.active(8), 'backup');
+  t.equal(d.linkDown(8, true, false, 'again'), null, 'a repeated alarm changes nothing');
+  t.equal(d.linkDown(9, true, false, 'no backup'), null, 'no backup: the route stays');
+
+  const both = new RerouteDecider();
+  both.setPolicy(policy);
+  t.equal(both.linkDown(8, true, true, 'shared link'), null, 'the backup uses the link too: stay');
+  t.equal(both.active(8), 'primary');
+
+  const onBackup = new RerouteDecider();
+  onBackup.setPolicy(policy, new Set([8]));
+  t.match(onBackup.linkDown(8, false, true, 'backup link down'), { action: 'activate-primary', slot: 8 });
+  t.end();
+});
