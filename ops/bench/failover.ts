@@ -3,8 +3,8 @@
 //   frr        agents with per-path probes and local fast reroute (the default)
 //   controller agents with --no-fast-reroute: only the controller's recompute moves traffic
 // A 50 packets/s voice stream (UDP, DSCP 46, 160 bytes) runs between two edge sites (the voice
-// route between edge sites with the longest primary that has a backup). For each link of its
-// primary, TRIALS times: fail the link (emulator: drop everything), measure at the receiver the
+// route between edge sites with the longest primary that has a backup). For each position on its
+// primary, TRIALS times: fail the link at that position of the path active then (emulator: drop everything), measure at the receiver the
 // longest gap between packets, lost, duplicated and reordered packets, ICMP time-exceeded in the
 // whole lab (loops), and the time until the controller's voice route avoids the link (GET
 // /api/v1/routes polled every 25 ms); then clear the link and wait for the route to come back.
@@ -56,6 +56,8 @@ interface ApiRoute {
 interface Trial extends StreamStats {
   link: string;
   trial: number;
+  /** The backup at the time of the failure did not use the failed link (fast reroute could act). */
+  protected: boolean;
   convergedMs: number | null;
   loops: number;
   restore: StreamStats;
@@ -111,14 +113,21 @@ async function waitUntil(
 async function pickRoute(api: Api, topology: Topology): Promise<ApiRoute> {
   const edges = new Set(topology.sites.filter((s) => s.kind === 'edge').map((s) => s.id));
   const all = (await api.get<{ routes: ApiRoute[] }>('/api/v1/routes?class=voice')).routes;
+  // A backup that shares a link with its primary cannot take over when that link dies: fast
+  // reroute protects link-disjoint pairs, so the stream uses one (the longest such primary).
   const cands = all.filter(
-    (r) => edges.has(r.src) && edges.has(r.dst) && r.primary !== null && r.backup !== null,
+    (r) =>
+      edges.has(r.src) &&
+      edges.has(r.dst) &&
+      r.primary !== null &&
+      r.backup !== null &&
+      !r.backup.links.some((l) => r.primary!.links.includes(l)),
   );
   cands.sort(
     (a, b) => b.primary!.links.length - a.primary!.links.length || (a.src + a.dst < b.src + b.dst ? -1 : 1),
   );
   const r = cands[0];
-  if (r === undefined) throw new Error('no voice route between edge sites with a backup');
+  if (r === undefined) throw new Error('no voice route between edge sites with a link-disjoint backup');
   return r;
 }
 
@@ -179,14 +188,20 @@ async function runMode(
     say(`baseline (4 s, no failure): longest gap ${baseline.gapMs.toFixed(0)} ms, lost ${baseline.lost}`);
 
     const result: Trial[] = [];
-    for (const link of start.primary!.links) {
+    // A failure moves the route, and hysteresis may keep it on the new path after the restore:
+    // each trial fails the link at the same position of whatever path is active then.
+    const positions = start.primary!.links.length;
+    for (let pos = 0; pos < positions; pos++) {
       for (let i = 1; i <= trials; i++) {
         const cur = await api.route('voice', src, dst);
-        if (!(cur?.primary?.links ?? []).includes(link)) {
-          say(`  ${link} #${i}: not on the current primary (${cur?.primary?.links.join(',')}); skipped`);
+        const links = cur?.primary?.links ?? [];
+        const link = links[Math.min(pos, links.length - 1)];
+        if (link === undefined || cur?.backup === null) {
+          say(`  position ${pos + 1} #${i}: the route has no primary with a backup now; skipped`);
           await sleep(2000);
           continue;
         }
+        const prot = !(cur?.backup?.links ?? [link]).includes(link);
         const te0 = await labTimeExceeded(namespaces);
         const failAt = now();
         await labFault(link, { kind: 'down' }, { stateDir });
@@ -200,18 +215,22 @@ async function runMode(
         const loops = (await labTimeExceeded(namespaces)) - te0;
         const clearAt = now();
         await labFault(link, { kind: 'clear' }, { stateDir });
+        // The controller sees the link up again; the route may or may not come back (hysteresis).
         await waitUntil(
-          async () => ((await api.route('voice', src, dst))?.primary?.links ?? []).includes(link),
+          async () =>
+            (await api.get<{ links: { id: string; up: boolean | null }[] }>('/api/v1/links')).links.find(
+              (l) => l.id === link,
+            )?.up === true,
           15_000,
           100,
         );
         await sleep(2500);
         await collect();
         const restore = analyseStream(log, clearAt, now());
-        const tr: Trial = { link, trial: i, ...s, convergedMs, loops, restore };
+        const tr: Trial = { link, trial: i, protected: prot, ...s, convergedMs, loops, restore };
         result.push(tr);
         say(
-          `  ${link} #${i}: gap ${s.gapMs.toFixed(0)} ms, lost ${s.lost}, dup ${s.duplicated}, reordered ${s.reordered}, loops ${loops}, routes converged ${convergedMs === null ? 'no' : `${convergedMs.toFixed(0)} ms`}; restore: gap ${restore.gapMs.toFixed(0)} ms, dup ${restore.duplicated}, reordered ${restore.reordered}`,
+          `  ${link} #${i}${prot ? '' : ' (backup shares it)'}: gap ${s.gapMs.toFixed(0)} ms, lost ${s.lost}, dup ${s.duplicated}, reordered ${s.reordered}, loops ${loops}, routes converged ${convergedMs === null ? 'no' : `${convergedMs.toFixed(0)} ms`}; restore: gap ${restore.gapMs.toFixed(0)} ms, dup ${restore.duplicated}, reordered ${restore.reordered}`,
         );
       }
     }
@@ -267,10 +286,15 @@ async function runMode(
 
 function summary(r: ModeResult): string {
   const gaps = r.trials.map((x) => x.gapMs);
+  const prot = r.trials.filter((x) => x.protected).map((x) => x.gapMs);
+  const unprot = r.trials.length - prot.length;
   const conv = r.trials.map((x) => x.convergedMs ?? Infinity);
   const sum = (f: (x: Trial) => number): number => r.trials.reduce((a, x) => a + f(x), 0);
   return (
     `${r.mode}: ${r.trials.length} failures; gap p50 ${quantile(gaps, 0.5).toFixed(0)} ms, p99 ${quantile(gaps, 0.99).toFixed(0)} ms, max ${Math.max(...gaps).toFixed(0)} ms; ` +
+    (unprot > 0 && prot.length > 0
+      ? `with a link-disjoint backup (${prot.length}): p50 ${quantile(prot, 0.5).toFixed(0)}, p99 ${quantile(prot, 0.99).toFixed(0)}, max ${Math.max(...prot).toFixed(0)} ms; ${unprot} with a backup sharing the failed link; `
+      : '') +
     `lost ${sum((x) => x.lost)} (${(sum((x) => x.lost) / Math.max(1, r.trials.length)).toFixed(1)}/failure), duplicated ${sum((x) => x.duplicated)}, reordered ${sum((x) => x.reordered)}, loops ${sum((x) => x.loops)}; ` +
     `routes converged p50 ${quantile(conv, 0.5).toFixed(0)} ms, p99 ${quantile(conv, 0.99).toFixed(0)} ms, max ${Math.max(...conv).toFixed(0)} ms; ` +
     `restore: max gap ${Math.max(...r.trials.map((x) => x.restore.gapMs)).toFixed(0)} ms, duplicated ${sum((x) => x.restore.duplicated)}, reordered ${sum((x) => x.restore.reordered)}`

@@ -43,6 +43,15 @@ export interface LabServicesOptions {
   readonly fastReroute?: boolean;
   /** Per-path probe period (agent `--frr-interval`, default the agent's: 20 ms). */
   readonly frrIntervalMs?: number;
+  /**
+   * Per-path probes per second for the whole lab, shared by the agents (`--frr-max-pps`, default
+   * 300). Every lab packet crosses userspace relays on two shared cores: at 20 ms per path the
+   * reference topology's ~300 paths would send 15,000 probes/s and starve everything, telemetry
+   * included. Link alarms carry the fast failover; per-path probes are the end-to-end backstop.
+   */
+  readonly pathProbeBudgetPps?: number;
+  /** Link probe period of the controller's probe plan (`--probe-interval`, default 30 ms). */
+  readonly probeIntervalMs?: number;
   /** How long to wait for every agent to apply its first policy (default 180 s). */
   readonly readyTimeoutMs?: number;
   /** pino level of the services (default info). */
@@ -208,6 +217,8 @@ export function labServices(
     try {
       const ctlArgs = ['controller', '--topology', topologyFile, '--grpc', `0.0.0.0:${grpcPort}`];
       ctlArgs.push('--http', http, '--addressing', path.join(dir, 'plan.json'));
+      // Link probes decide how fast a dead link is declared (3 misses) and alarmed to every site.
+      ctlArgs.push('--probe-interval', String(options.probeIntervalMs ?? 30), '--probe-timeout', '100');
       if (options.redisUrl !== undefined) ctlArgs.push('--redis', options.redisUrl);
       if (options.influxUrl !== undefined) ctlArgs.push('--influx', options.influxUrl);
       const controller = start({
@@ -244,6 +255,8 @@ export function labServices(
         }
         if (options.fastReroute === false) args.push('--no-fast-reroute');
         if (options.frrIntervalMs !== undefined) args.push('--frr-interval', String(options.frrIntervalMs));
+        const budget = options.pathProbeBudgetPps ?? 300;
+        args.push('--frr-max-pps', String(Math.max(1, Math.floor(budget / plan.sites.length))));
         start({ name: `agent-${s.id}`, netns: s.netns, args, env: { MERIDIAN_AGENT_TOKEN: agentToken } });
       }
       await waitForPoliciesApplied(
