@@ -177,7 +177,7 @@ export class RouteEngine {
     const out: RouteChange[] = [];
     for (const i of affected) {
       const slot = this.#slots[i]!;
-      // A route held by hysteresis keeps its object while its links' metrics change: drop its key.
+      // Its backup facts describe the links before the change: drop them.
       slot.pureBackup = undefined;
       slot.activeBackup = undefined;
       const pure = ctx.route(slot.cls, slot.src, slot.dst);
