@@ -121,18 +121,34 @@ export class RouteEngine {
     this.#index = new LinkRouteIndex(this.#ctx.graph.m);
     slots.forEach((slot, i) => {
       this.#slots.push(slot);
-      this.#indexSlot(i, slot, true);
+      for (const p of pathsOf(slot)) this.#index.add(i, p);
     });
   }
 
-  /** Adds (or removes) the links of a slot's pure and active paths to (from) the link index. */
-  #indexSlot(i: number, slot: Slot, add: boolean): void {
-    const paths = [slot.pure.primary, slot.pure.backup];
-    if (slot.active !== slot.pure) paths.push(slot.active.primary, slot.active.backup);
-    for (const p of paths) {
-      if (add) this.#index.add(i, p);
-      else this.#index.delete(i, p);
-    }
+  /**
+   * Moves slot `i` in the link index from the links of `before` to those of `after` (its paths
+   * before and after a recompute), touching only the links that differ: a rerouted path usually
+   * keeps most of its links.
+   */
+  #reindex(
+    i: number,
+    before: readonly (readonly number[] | null)[],
+    after: readonly (readonly number[] | null)[],
+  ): void {
+    const within = (e: number, paths: readonly (readonly number[] | null)[]): boolean =>
+      paths.some((p) => p !== null && p.includes(e));
+    for (const p of before)
+      if (p !== null)
+        this.#index.delete(
+          i,
+          p.filter((e) => !within(e, after)),
+        );
+    for (const p of after)
+      if (p !== null)
+        this.#index.add(
+          i,
+          p.filter((e) => !within(e, before)),
+        );
   }
 
   /** The routes in force, by class in topology order then pair order. */
@@ -190,21 +206,21 @@ export class RouteEngine {
         pure,
         this.#margins,
       );
-      const before = slot.route;
+      const previous = slot.route;
       // Most recomputed routes keep their paths: only re-index the ones that moved.
       const moved = !sameRawRoute(slot.pure, pure) || !sameRawRoute(slot.active, route);
-      if (moved) this.#indexSlot(i, slot, false);
+      const before = moved ? pathsOf(slot) : [];
       slot.pure = pure;
       slot.active = route;
-      if (moved) this.#indexSlot(i, slot, true);
+      if (moved) this.#reindex(i, before, pathsOf(slot));
       slot.route = toRoute(ctx, slot.cls, slot.src, slot.dst, route);
       if (reason !== null) {
         out.push({
           class: slot.cls.id,
-          src: before.src,
-          dst: before.dst,
+          src: previous.src,
+          dst: previous.dst,
           reason,
-          from: before,
+          from: previous,
           to: slot.route,
         });
       }
@@ -245,6 +261,14 @@ export class RouteEngine {
     }
     return out;
   }
+}
+
+/** A slot's pure and (when different) active paths: the links the index lists it under. */
+function pathsOf(slot: Slot): (readonly number[] | null)[] {
+  const { pure, active } = slot;
+  return active === pure
+    ? [pure.primary, pure.backup]
+    : [pure.primary, pure.backup, active.primary, active.backup];
 }
 
 /** True when the effective state of link `e` differs between two contexts. */

@@ -25,8 +25,8 @@ export class LinkRouteIndex {
   }
 
   /**
-   * Forgets route `route` on every link of `links`. A route's paths may share links, so callers
-   * remove all of a route's paths before adding its new ones.
+   * Forgets route `route` on every link of `links`. One entry stands for all of a route's paths
+   * (they may share links), so callers remove only links that none of its paths uses any more.
    */
   delete(route: number, links: readonly number[] | null): void {
     if (links === null) return;
