@@ -1,7 +1,8 @@
 /**
  * The route of one (class, src, dst) under one network state, with the caches that make computing
- * thousands of them cheap: shortest-path trees per (usable link set, metric, destination), and
- * unconstrained best paths shared by the classes that see the same links with the same objective.
+ * thousands of them cheap: shortest-path trees per (usable link set, metric, root), used from either
+ * end of a route, and unconstrained best paths shared by the classes that see the same links with the
+ * same objective.
  *
  * Rules (the contract of issue 2 §3, and the choices it leaves to us):
  * - `ok`: the primary is the first feasible path in the order of `comparePaths`. The backup is the
@@ -240,7 +241,7 @@ export class RouteContext {
   /**
    * The best path over `set` (no SLA), or `null` when `dst` cannot be reached over it: a superset's
    * cached best path when it lies within `set` (nothing in the smaller set can beat it), else the walk
-   * of `set`'s tree rooted at `dst` (cached).
+   * of `set`'s tree rooted at `dst`, or from the root of the one rooted at `src` (cached).
    */
   #unconstrainedBest(
     set: UsableSet,
@@ -274,7 +275,7 @@ export class RouteContext {
   /**
    * The best path avoiding `primary` over `set` (no SLA): from a superset's cached answer for the same
    * primary when that answer lies within `set` (then nothing better exists in the smaller set), else
-   * by `aStar` (cached).
+   * by `aStar`, or `aStarReverse` when only the source has a tree (cached).
    */
   #disjointBest(
     set: UsableSet,
