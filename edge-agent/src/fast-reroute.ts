@@ -4,7 +4,7 @@
  *
  * 1. Link alarms (link-alarm.ts), the fast and scalable signal: the agents at the two ends of a
  *    link probe it; when one declares it down ({@link FastReroute.linkDown}) it moves its own
- *    routes off the link and sends a signed alarm to every other site along both of its paths
+ *    routes off the link and sends a signed alarm to every other site along every path it has there
  *    there; each receiver moves every route whose primary uses the link. Cost: O(links) probes.
  * 2. Per-path probes along every route's primary and backup path, the end-to-end check: they also
  *    see failures no link probe sees (a router that answers probes but drops transit traffic, a
@@ -110,6 +110,8 @@ interface Prober {
   readonly id: string;
   readonly port: number;
   readonly dstHost: string;
+  /** The path's links, in order. */
+  readonly links: readonly string[];
   members: Member[];
   socket: dgram.Socket | null;
   readonly session: number;
@@ -221,14 +223,14 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
     }
     this.#policy = policy;
     // Distinct paths (destination + link sequence) and the (slot, role) pairs that use them.
-    const plan = new Map<string, { dstHost: string; members: Member[] }>();
+    const plan = new Map<string, { dstHost: string; links: readonly string[]; members: Member[] }>();
     for (const r of policy.routes) {
       const dstHost = firstHost(r.dstPrefixes[0] ?? '0.0.0.0/32');
       for (const role of ['primary', 'backup'] as const) {
         const path = role === 'primary' ? r.primary : r.backup;
         if (path === null || pathProbePort(policy, r.slot, role) === null) continue;
         const id = `${dstHost}|${path.links.join('>')}`;
-        const entry = plan.get(id) ?? { dstHost, members: [] };
+        const entry = plan.get(id) ?? { dstHost, links: path.links, members: [] };
         entry.members.push({ slot: r.slot, role });
         plan.set(id, entry);
       }
@@ -247,6 +249,7 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
         id,
         port: ports[0]!,
         dstHost: e.dstHost,
+        links: e.links,
         members: e.members,
         socket: null,
         session: randomId32(),
@@ -346,21 +349,28 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
       atMs: Date.now(),
     };
     const buf = encodeLinkAlarm(alarm, key);
+    // To every site along every distinct path there that avoids the dead link (primary and backup
+    // of the routes of all classes); when none does, unpinned from the reflector's socket, which
+    // follows this site's routing (already moved off the link where a backup exists).
+    const ways = new Map<string, dgram.Socket[]>();
+    for (const p of this.#probers.values()) {
+      const list = ways.get(p.dstHost) ?? [];
+      if (p.socket !== null && !p.links.includes(link)) list.push(p.socket);
+      ways.set(p.dstHost, list);
+    }
     const send = (): void => {
       if (this.#stopped) return;
-      // Along both paths to every site: primary and backup are link-disjoint.
-      for (const w of this.#wayBack.values()) {
-        for (const id of w.probers) {
-          const p = this.#probers.get(id);
-          if (p === undefined || p.socket === null) continue;
-          p.socket.send(buf, this.#opts.reflectorPort, p.dstHost, () => undefined);
+      for (const [host, sockets] of ways) {
+        const via = sockets.length > 0 ? sockets : this.#reflector !== null ? [this.#reflector] : [];
+        for (const sock of via) {
+          sock.send(buf, this.#opts.reflectorPort, host, () => undefined);
           this.#counters.alarmsSent++;
         }
       }
     };
     send();
     setTimeout(send, ALARM_REPEAT_MS).unref();
-    this.#log.warn({ link, seq: alarm.seq, sites: this.#wayBack.size }, 'link down: alarm sent');
+    this.#log.warn({ link, seq: alarm.seq, sites: ways.size }, 'link down: alarm sent');
   }
 
   #onAlarm(msg: Buffer, host: string): void {

@@ -4,8 +4,9 @@
  * Per-path probes from every source along every path cost O(sites × paths) packets, which does not
  * scale (the reference topology has ~300 distinct paths: 15,000 probes/s at 20 ms). Instead the two
  * sites at the ends of a link probe it (the probe engine, O(links)), and when one of them declares
- * it down it sends an alarm to every other site's path reflector along both of its paths towards
- * that site (primary and backup are link-disjoint, so one dead link cannot stop both copies). A
+ * it down it sends an alarm to every other site's path reflector along every path it has towards
+ * that site that avoids the dead link (the primaries and backups of its routes of all classes), or
+ * unpinned when none does. A
  * receiving agent moves every route whose primary uses the link onto its backup at once; the
  * controller's recompute then takes over as for any fast reroute.
  *
