@@ -16,7 +16,11 @@ export interface EstimatorSettings {
   readonly ewmaAlpha: number;
   /** Recent RTTs kept for min/p50/p95. */
   readonly rttWindow: number;
-  /** Probes over which loss is computed. */
+  /**
+   * Probes over which loss is computed. From 160 up, a loss jump shows faster: when the last
+   * eighth of the window has significantly more losses than the whole (see `#lossPct`), its rate
+   * is reported instead (fast attack, slow release).
+   */
   readonly lossWindow: number;
   /** Consecutive lost probes that take a link down (3 at 100 ms: down within ~300 ms + timeout). */
   readonly downAfterMisses: number;
@@ -108,6 +112,9 @@ class LinkCell {
   lossPos = 0;
   lossFill = 0;
   lossCount = 0;
+  /** Losses among the last `shortWindow` probes (0 = the fast attack is off for this window). */
+  readonly shortWindow: number;
+  shortCount = 0;
   rttEwma = NaN;
   fwdEwma = NaN;
   lastFwdKnown = false;
@@ -140,8 +147,15 @@ class LinkCell {
     this.b = b;
     this.rtt = new Float64Array(s.rttWindow);
     this.lossRing = new Uint8Array(s.lossWindow);
+    this.shortWindow = s.lossWindow >= FAST_ATTACK_MIN_WINDOW ? Math.floor(s.lossWindow / 8) : 0;
   }
 }
+
+/** Loss windows from this many probes on get the fast attack (an eighth of them is >= 20). */
+const FAST_ATTACK_MIN_WINDOW = 160;
+/** The recent eighth must show at least this many losses and this many σ above the window's rate. */
+const FAST_ATTACK_MIN_LOSSES = 5;
+const FAST_ATTACK_SIGMAS = 4;
 
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
@@ -225,6 +239,12 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     if (c.lossFill === ring.length) c.lossCount -= ring[c.lossPos]!;
     else c.lossFill++;
     ring[c.lossPos] = answered ? 0 : 1;
+    if (c.shortWindow > 0) {
+      // The probe leaving the short window was written shortWindow steps ago (still in the ring).
+      if (!answered) c.shortCount++;
+      if (c.lossFill > c.shortWindow)
+        c.shortCount -= ring[(c.lossPos - c.shortWindow + ring.length) % ring.length]!;
+    }
     c.lossPos = c.lossPos + 1 === ring.length ? 0 : c.lossPos + 1;
     if (answered) {
       c.misses = 0;
@@ -235,6 +255,27 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       c.misses++;
       if (c.liveness !== DOWN && c.misses >= this.settings.downAfterMisses) this.#setLiveness(c, DOWN);
     }
+  }
+
+  /**
+   * Loss, percent: the window's rate, or the recent eighth's when it is significantly higher.
+   * A long window keeps a 0.5–1 % link from reading 0 % or 2 % by chance (and crossing a 1 % SLA
+   * back and forth), but a real jump would need most of it to show; the recent eighth shows it
+   * within an eighth, and only counts when it cannot be chance at the older part's rate.
+   */
+  #lossPct(c: LinkCell): number | null {
+    if (c.stale || c.lossFill === 0) return null;
+    const long = c.lossCount / c.lossFill;
+    const n = Math.min(c.shortWindow, c.lossFill);
+    if (n > 0 && c.lossFill > n && c.shortCount >= FAST_ATTACK_MIN_LOSSES) {
+      // Against the rest of the window (the older seven eighths), not a rate that includes them.
+      const older = c.lossFill - n;
+      const p = Math.max((c.lossCount - c.shortCount) / older, 1 / older);
+      if (c.shortCount - n * p > FAST_ATTACK_SIGMAS * Math.sqrt(n * p * (1 - p))) {
+        return round3((c.shortCount / n) * 100);
+      }
+    }
+    return round3(long * 100);
   }
 
   /** Folds one answered probe into the RTT ring, the EWMAs and the jitter. */
@@ -332,7 +373,7 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       out.push(c.id);
       const latencyMs = c.stale ? null : nullable(this.#latency(c));
       const jitterMs = c.stale ? null : nullable(c.jitter);
-      const lossPct = c.stale || c.lossFill === 0 ? null : round3((c.lossCount / c.lossFill) * 100);
+      const lossPct = this.#lossPct(c);
       const utilPct = nullable(this.#util(c));
       const changed: { -readonly [K in keyof LinkChangedFields]: LinkChangedFields[K] } = {};
       const e = c.emitted;
@@ -434,7 +475,7 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       rttP50Ms: c.stale ? null : nullable(p50),
       rttP95Ms: c.stale ? null : nullable(p95),
       jitterMs: c.stale ? null : nullable(c.jitter),
-      lossPct: c.stale || c.lossFill === 0 ? null : round3((c.lossCount / c.lossFill) * 100),
+      lossPct: this.#lossPct(c),
       utilPct: nullable(util),
       samples: c.samples,
       src: c.src,

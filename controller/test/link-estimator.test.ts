@@ -55,6 +55,23 @@ t.test('loss over a sliding window of the last N probes', (t) => {
   t.end();
 });
 
+t.test('long loss windows: a loss jump shows within the last eighth, chance does not', (t) => {
+  const { e, i } = make({ lossWindow: 800, downAfterMisses: 100 });
+  const feed = (n: number, lostEvery: number): void => {
+    for (let k = 1; k <= n; k++) e.ingestSample(i, 'bj1', 5, -1, k % lostEvery === 0, T0);
+  };
+  feed(800, 200); // 0.5 %: a marginal internet link
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0.5);
+  feed(100, 50); // 2 losses in the recent eighth: chance at 0.5 %, the window's rate stays
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0.75, '6 of the last 800');
+  feed(100, 16); // 6 % in the recent eighth (6 losses in 100): reported at once
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 6, 'fast attack');
+  feed(100, 1000); // the loss stopped: back to the window's rate (slow release)
+  const after = e.snapshot('bj1-sh1-a')!.lossPct!;
+  t.ok(after > 0.5 && after < 2, `the window still remembers the losses (${after} %)`);
+  t.end();
+});
+
 t.test('liveness hysteresis: down after N misses, up after M successes', (t) => {
   const { e, i, changes } = make({ downAfterMisses: 3, upAfterSuccesses: 2 });
   e.ingestSample(i, 'bj1', 5, -1, false, T0);

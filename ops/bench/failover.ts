@@ -71,6 +71,7 @@ interface ModeResult {
   baseline: StreamStats;
   trials: Trial[];
   appAware: {
+    pair: string;
     link: string;
     voiceMovedMs: number | null;
     syncStayed: boolean;
@@ -235,12 +236,23 @@ async function runMode(
       }
     }
 
-    // Application-aware: loss past the voice SLA but within the sync SLA.
+    // Application-aware: loss past the voice SLA but within the sync SLA, on a link that a voice
+    // and a sync route of the same pair share (the stream's pair when it has one).
     let appAware: ModeResult['appAware'] = null;
-    const voiceNow = await api.route('voice', src, dst);
-    const syncNow = await api.route('sync', src, dst);
-    const shared = (voiceNow?.primary?.links ?? []).find((l) => (syncNow?.primary?.links ?? []).includes(l));
-    const target = shared ?? voiceNow?.primary?.links[0];
+    const voiceAll = (await api.get<{ routes: ApiRoute[] }>('/api/v1/routes?class=voice')).routes;
+    const syncAll = (await api.get<{ routes: ApiRoute[] }>('/api/v1/routes?class=sync')).routes;
+    const sharedOf = (v: ApiRoute): string | undefined => {
+      const sy = syncAll.find((x) => x.src === v.src && x.dst === v.dst);
+      return (v.primary?.links ?? []).find((l) => (sy?.primary?.links ?? []).includes(l));
+    };
+    const streamVoice = voiceAll.find((v) => v.src === src && v.dst === dst);
+    const pairRoute =
+      streamVoice !== undefined && sharedOf(streamVoice) !== undefined
+        ? streamVoice
+        : voiceAll.find((v) => v.backup !== null && sharedOf(v) !== undefined);
+    const shared = pairRoute !== undefined ? sharedOf(pairRoute) : undefined;
+    const [aSrc, aDst] = pairRoute !== undefined ? [pairRoute.src, pairRoute.dst] : [src, dst];
+    const target = shared ?? streamVoice?.primary?.links[0];
     if (target !== undefined) {
       // Loss between the two SLAs (voice 1 %, sync 5 % in the reference): a delay past the voice
       // latency SLA would exceed the telemetry probe timeout (100 ms) and read as link down.
@@ -250,14 +262,15 @@ async function runMode(
       const at = now();
       await labFault(target, { kind: 'loss', pct }, { stateDir });
       const moved = await waitUntil(
-        async () => !((await api.route('voice', src, dst))?.primary?.links ?? [target]).includes(target),
-        15_000,
+        async () => !((await api.route('voice', aSrc, aDst))?.primary?.links ?? [target]).includes(target),
+        30_000,
       );
       await sleep(1000);
-      const syncAfter = await api.route('sync', src, dst);
+      const syncAfter = await api.route('sync', aSrc, aDst);
       await collect();
       const stream = analyseStream(log, at, now());
       appAware = {
+        pair: `${aSrc}>${aDst}`,
         link: target,
         voiceMovedMs: moved,
         syncStayed: shared !== undefined && (syncAfter?.primary?.links ?? []).includes(target),
@@ -265,7 +278,7 @@ async function runMode(
         stream,
       };
       say(
-        `  app-aware: ${target} loss ${pct} %: voice left it after ${moved === null ? 'never' : `${moved.toFixed(0)} ms`}; sync ${appAware.syncStayed ? 'stayed on it' : `is on ${appAware.syncRoute.join(',')}`}${shared === undefined ? ' (no link shared by voice and sync)' : ''}; stream gap ${stream.gapMs.toFixed(0)} ms, lost ${stream.lost}, reordered ${stream.reordered}`,
+        `  app-aware (${aSrc} -> ${aDst}): ${target} loss ${pct} %: voice left it after ${moved === null ? 'never' : `${moved.toFixed(0)} ms`}; sync ${appAware.syncStayed ? 'stayed on it' : `is on ${appAware.syncRoute.join(',')}`}${shared === undefined ? ' (no link shared by voice and sync)' : ''}; stream gap ${stream.gapMs.toFixed(0)} ms, lost ${stream.lost}, reordered ${stream.reordered}`,
       );
       await labFault(target, { kind: 'clear' }, { stateDir });
     }
