@@ -142,6 +142,48 @@ function pairTopology(): Topology {
   };
 }
 
+t.test('a link going down moves routes at once; quality changes wait for the quality interval', async (t) => {
+  const topology = pairTopology();
+  const sites = ['bj1', 'sh1'];
+  const c = await startController({
+    topology,
+    addressing: planFor(topology),
+    routeLoop: { qualityIntervalMs: 60_000 },
+  });
+  t.teardown(() => c.stop());
+  const agents = await connectAgents(c, sites);
+  t.teardown(() => {
+    for (const a of agents.values()) a.close();
+  });
+  await eventually(() => allApplied(c, sites), 10_000, 'all applied');
+  const bj1 = agents.get('bj1')!.stream!;
+  bj1.call.write(report('bj1-sh1-a', 'sh1', 20, 20));
+  bj1.call.write(report('bj1-sh1-b', 'sh1', 20, 20));
+  await eventually(
+    () => c.estimator.snapshot('bj1-sh1-b')?.up === true && c.estimator.snapshot('bj1-sh1-a')?.up === true,
+  );
+  await eventually(
+    () => c.routeLoop.cycles().some((x) => x.trigger === 'link-change'),
+    10_000,
+    'the first link-change cycle ran (nothing before it to wait for)',
+  );
+  await sleep(100);
+  t.same(primaryOf(c.routes, 'bj1', 'sh1'), ['bj1-sh1-a']);
+  const cycles = c.routeLoop.counters.cycles;
+  // a slows from 10 to 30 ms one way: a quality change, held for the interval (60 s here).
+  for (let i = 0; i < 6; i++) bj1.call.write(report('bj1-sh1-a', 'sh1', 10, 60));
+  await eventually(() => (c.estimator.snapshot('bj1-sh1-a')?.latencyMs ?? 0) > 20, 10_000, 'a measured slow');
+  await sleep(500);
+  t.equal(c.routeLoop.counters.cycles, cycles, 'no cycle for a quality change inside the interval');
+  t.same(primaryOf(c.routes, 'bj1', 'sh1'), ['bj1-sh1-a'], 'the route waits');
+  // a dies: urgent. The cycle runs now and applies the held change with it.
+  bj1.call.write(report('bj1-sh1-a', 'sh1', 0, 0, 3));
+  await eventually(() => primaryOf(c.routes, 'bj1', 'sh1')?.[0] === 'bj1-sh1-b', 10_000, 'moved to b');
+  const last = c.routeLoop.cycles().at(-1)!;
+  t.ok(last.links.includes('bj1-sh1-a'), 'the down link is in the cycle');
+  t.equal(c.estimator.snapshot('bj1-sh1-a')?.up, false);
+});
+
 t.test('hysteresis: metrics flapping inside the margin push nothing; a change beyond it does', async (t) => {
   const topology = pairTopology();
   const sites = ['bj1', 'sh1'];
