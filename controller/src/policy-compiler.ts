@@ -132,7 +132,8 @@ function compilePath(
 
 /**
  * Compiles one policy per site (version 0, content hash set). Routes that are unreachable or
- * have no primary path produce no forwarding state (their traffic takes the unmarked path).
+ * have no primary path produce no forwarding state (their traffic takes the unmarked path); the
+ * route loop hands unreachable routes over with their last path instead (fail static, route-loop.ts).
  */
 export function compilePolicies(
   topology: Topology,

@@ -167,6 +167,8 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
   #cycleId = 0;
   readonly #cycles: CycleRecord[] = [];
   readonly #open = new Map<number, OpenCycle>();
+  /** Per `class|src|dst`: the last route with a primary path (see {@link RouteLoop.#failStatic}). */
+  readonly #lastGood = new Map<string, Route>();
   /** Cycles run (including those that changed nothing), route changes, versions issued. */
   readonly counters = { cycles: 0, routeChanges: 0, versions: 0 };
 
@@ -323,6 +325,26 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     return this.#queue;
   }
 
+  /**
+   * Fail static: an unreachable route is compiled with its last path (status `degraded`) instead of
+   * withdrawing its forwarding state. "No path of up links" is what the probes say, and the probes
+   * answer from the agents: a crashed agent at a site makes the links probed towards it read down
+   * while its routers still forward. If the site is really gone, the kept path costs nothing (its
+   * traffic is lost either way); if only the agent is, traffic keeps flowing. The routes API still
+   * says `unreachable`: only forwarding is kept.
+   */
+  #failStatic(routes: readonly Route[]): Route[] {
+    return routes.map((r) => {
+      const key = `${r.class}|${r.src}|${r.dst}`;
+      if (r.primary !== null && r.status !== 'unreachable') {
+        this.#lastGood.set(key, r);
+        return r;
+      }
+      const last = this.#lastGood.get(key);
+      return last === undefined ? r : { ...last, status: 'degraded' };
+    });
+  }
+
   #enqueue<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(fn);
     this.#queue = run.then(
@@ -369,7 +391,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     }
     let compiled: Map<string, CompiledSitePolicy>;
     try {
-      compiled = compilePolicies(this.#topology, engine.routes, this.#plan);
+      compiled = compilePolicies(this.#topology, this.#failStatic(engine.routes), this.#plan);
     } catch (err) {
       this.#failed(record, 'CTRL_ERR_POLICY_COMPILE', (err as Error).message);
       return;
