@@ -63,7 +63,10 @@ export interface LinkSnapshot {
   readonly rttP95Ms: number | null;
   /** RFC 3550 interarrival jitter over consecutive answered probes. */
   readonly jitterMs: number | null;
-  /** Lost share of the last `lossWindow` probes, percent. */
+  /**
+   * One-way loss estimate, percent: from the lost share r of the last `lossWindow` probes (round
+   * trips), 1 − √(1 − r) (see `#lossPct`).
+   */
   readonly lossPct: number | null;
   /** Highest utilisation reported by SNMP for the link's interfaces, percent. */
   readonly utilPct: number | null;
@@ -265,6 +268,10 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
    */
   #lossPct(c: LinkCell): number | null {
     if (c.stale || c.lossFill === 0) return null;
+    // A probe is lost when either its request or its reply is: the round-trip rate r is about
+    // twice a link's one-way loss, and SLAs and path loss (1 − Π(1 − lossᵢ)) are one way. With
+    // both directions losing alike, one way = 1 − √(1 − r) (as latency is RTT/2 without stamps).
+    const oneWay = (r: number): number => round3((1 - Math.sqrt(1 - r)) * 100);
     const long = c.lossCount / c.lossFill;
     const n = Math.min(c.shortWindow, c.lossFill);
     if (n > 0 && c.lossFill > n && c.shortCount >= FAST_ATTACK_MIN_LOSSES) {
@@ -272,10 +279,10 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       const older = c.lossFill - n;
       const p = Math.max((c.lossCount - c.shortCount) / older, 1 / older);
       if (c.shortCount - n * p > FAST_ATTACK_SIGMAS * Math.sqrt(n * p * (1 - p))) {
-        return round3((c.shortCount / n) * 100);
+        return oneWay(c.shortCount / n);
       }
     }
-    return round3(long * 100);
+    return oneWay(long);
   }
 
   /** Folds one answered probe into the RTT ring, the EWMAs and the jitter. */

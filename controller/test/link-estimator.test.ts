@@ -44,14 +44,19 @@ t.test('jitter follows RFC 3550 J += (|D| - J)/16', (t) => {
   t.end();
 });
 
-t.test('loss over a sliding window of the last N probes', (t) => {
+/** One-way loss (percent, 3 decimals) from a round-trip loss share, as the estimator reports it. */
+const oneWay = (r: number): number => Math.round((1 - Math.sqrt(1 - r)) * 100_000) / 1000;
+
+t.test('loss over a sliding window of the last N probes, as a one-way estimate', (t) => {
   const { e, i } = make({ lossWindow: 10, downAfterMisses: 100 });
   for (let k = 0; k < 10; k++) e.ingestSample(i, 'bj1', 5, -1, k < 3, T0);
-  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 30);
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(0.3), '3 of 10 round trips: 16.334 % each way');
   for (let k = 0; k < 3; k++) e.ingestSample(i, 'bj1', 5, -1, false, T0);
   t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0, 'old losses slid out');
   e.ingestSample(i, 'bj1', -1, -1, false, T0);
-  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 10, 'rtt < 0 counts as lost');
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(0.1), 'rtt < 0 counts as lost');
+  for (let k = 0; k < 10; k++) e.ingestSample(i, 'bj1', 5, -1, true, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 100, 'all lost');
   t.end();
 });
 
@@ -60,15 +65,15 @@ t.test('long loss windows: a loss jump shows within the last eighth, chance does
   const feed = (n: number, lostEvery: number): void => {
     for (let k = 1; k <= n; k++) e.ingestSample(i, 'bj1', 5, -1, k % lostEvery === 0, T0);
   };
-  feed(800, 200); // 0.5 %: a marginal internet link
-  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0.5);
+  feed(800, 200); // 0.5 % of round trips: a marginal internet link
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(0.005));
   feed(100, 50); // 2 losses in the recent eighth: chance at 0.5 %, the window's rate stays
-  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 0.75, '6 of the last 800');
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(6 / 800), '6 of the last 800');
   feed(100, 16); // 6 % in the recent eighth (6 losses in 100): reported at once
-  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, 6, 'fast attack');
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(0.06), 'fast attack');
   feed(100, 1000); // the loss stopped: back to the window's rate (slow release)
   const after = e.snapshot('bj1-sh1-a')!.lossPct!;
-  t.ok(after > 0.5 && after < 2, `the window still remembers the losses (${after} %)`);
+  t.ok(after > oneWay(0.005) && after < 1, `the window still remembers the losses (${after} %)`);
   t.end();
 });
 
