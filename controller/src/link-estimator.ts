@@ -160,6 +160,15 @@ const FAST_ATTACK_MIN_WINDOW = 160;
 const FAST_ATTACK_MIN_LOSSES = 5;
 const FAST_ATTACK_SIGMAS = 4;
 
+/** Lower bound of the Wilson score interval for `k` successes in `n` trials at `z` σ. */
+function wilsonLower(k: number, n: number, z: number): number {
+  const p = k / n;
+  const z2n = (z * z) / n;
+  const centre = p + z2n / 2;
+  const spread = z * Math.sqrt((p * (1 - p)) / n + z2n / (4 * n));
+  return Math.max(0, (centre - spread) / (1 + z2n));
+}
+
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
@@ -264,7 +273,8 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
    * Loss, percent: the window's rate, or the recent eighth's when it is significantly higher.
    * A long window keeps a 0.5–1 % link from reading 0 % or 2 % by chance (and crossing a 1 % SLA
    * back and forth), but a real jump would need most of it to show; the recent eighth shows it
-   * within an eighth, and only counts when it cannot be chance at the older part's rate.
+   * within an eighth, and only counts when it cannot be chance at the older part's rate; then its
+   * Wilson lower bound is reported (what the small sample shows for sure).
    */
   #lossPct(c: LinkCell): number | null {
     if (c.stale || c.lossFill === 0) return null;
@@ -279,7 +289,9 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       const older = c.lossFill - n;
       const p = Math.max((c.lossCount - c.shortCount) / older, 1 / older);
       if (c.shortCount - n * p > FAST_ATTACK_SIGMAS * Math.sqrt(n * p * (1 - p))) {
-        return oneWay(c.shortCount / n);
+        // An eighth of the window is a small sample: report what it shows for sure (the Wilson
+        // lower bound, 2σ), not its noisy point estimate, which would overshoot other SLAs.
+        return oneWay(Math.max(long, wilsonLower(c.shortCount, n, 2)));
       }
     }
     return oneWay(long);

@@ -70,7 +70,10 @@ t.test('long loss windows: a loss jump shows within the last eighth, chance does
   feed(100, 50); // 2 losses in the recent eighth: chance at 0.5 %, the window's rate stays
   t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(6 / 800), '6 of the last 800');
   feed(100, 16); // 6 % in the recent eighth (6 losses in 100): reported at once
-  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(0.06), 'fast attack');
+  const fast = e.snapshot('bj1-sh1-a')!.lossPct!;
+  // Wilson lower bound (2σ) of 6/100 round trips = 2.74 % -> 1.38 % one way: above a 1 % SLA
+  // at once, below the noisy point estimate (3.05 %), so a 5 % SLA is not crossed by chance.
+  t.ok(fast > 1.3 && fast < 1.45, `fast attack: ${fast} % one way`);
   feed(100, 1000); // the loss stopped: back to the window's rate (slow release)
   const after = e.snapshot('bj1-sh1-a')!.lossPct!;
   t.ok(after > oneWay(0.005) && after < 1, `the window still remembers the losses (${after} %)`);
