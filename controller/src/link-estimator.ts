@@ -246,7 +246,14 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     c.updatedAt = nowMs;
     if (c.stale) c.stale = false;
     if (!c.dirty) this.#markDirty(c);
-    // Loss window: a ring of 0/1 with a running count.
+    // Loss window: a ring of 0/1 with a running count. Probes lost while the link is down are
+    // the outage (reported as `up: false`), not its loss rate: counted, a link back from a cut
+    // would read several % lossy for a whole window and stay out of every tight SLA.
+    if (!answered && c.liveness === DOWN) {
+      c.successes = 0;
+      c.misses++;
+      return;
+    }
     const ring = c.lossRing;
     if (c.lossFill === ring.length) c.lossCount -= ring[c.lossPos]!;
     else c.lossFill++;

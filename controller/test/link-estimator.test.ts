@@ -80,6 +80,18 @@ t.test('long loss windows: a loss jump shows within the last eighth, chance does
   t.end();
 });
 
+t.test('probes lost while a link is down are the outage, not its loss rate', (t) => {
+  const { e, i } = make({ lossWindow: 100, downAfterMisses: 3, upAfterSuccesses: 2 });
+  for (let k = 0; k < 50; k++) e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  for (let k = 0; k < 40; k++) e.ingestSample(i, 'bj1', -1, -1, true, T0); // a 40-probe cut
+  t.equal(e.snapshot('bj1-sh1-a')!.up, false);
+  for (let k = 0; k < 10; k++) e.ingestSample(i, 'bj1', 5, -1, false, T0);
+  t.equal(e.snapshot('bj1-sh1-a')!.up, true, 'back up');
+  // Only the 3 misses that declared it down count: 3 of 63 round trips.
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(3 / 63));
+  t.end();
+});
+
 t.test('liveness hysteresis: down after N misses, up after M successes', (t) => {
   const { e, i, changes } = make({ downAfterMisses: 3, upAfterSuccesses: 2 });
   e.ingestSample(i, 'bj1', 5, -1, false, T0);
