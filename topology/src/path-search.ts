@@ -72,6 +72,65 @@ class AStarSpace {
     this.heap = new Int32Array(n);
     this.mark = new Int32Array(n);
   }
+
+  /** Sites in the open set (`heap[0..size)`). */
+  size = 0;
+
+  /** Open-set order: key (f1, f2, f3), then g (equal keys pop in order of g: see aStarReverse). */
+  less(a: number, b: number): boolean {
+    const { f1, f2, f3, g1, g2, g3 } = this;
+    if (f1[a] !== f1[b]) return f1[a]! < f1[b]!;
+    if (f2[a] !== f2[b]) return f2[a]! < f2[b]!;
+    if (f3[a] !== f3[b]) return f3[a]! < f3[b]!;
+    if (g1[a] !== g1[b]) return g1[a]! < g1[b]!;
+    if (g2[a] !== g2[b]) return g2[a]! < g2[b]!;
+    return g3[a]! < g3[b]!;
+  }
+
+  /** Adds `v` to the open set (`pos[v]` < 0) or moves it up after its key decreased. */
+  open(v: number): void {
+    const { heap, pos } = this;
+    let i = pos[v]!;
+    if (i < 0) {
+      i = this.size++;
+      heap[i] = v;
+    }
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const pv = heap[p]!;
+      if (!this.less(v, pv)) break;
+      heap[i] = pv;
+      pos[pv] = i;
+      i = p;
+    }
+    heap[i] = v;
+    pos[v] = i;
+  }
+
+  /** Removes and returns the open site with the smallest key. */
+  popMin(): number {
+    const { heap, pos } = this;
+    const top = heap[0]!;
+    const size = --this.size;
+    const last = heap[size]!;
+    if (size > 0) {
+      let i = 0;
+      for (;;) {
+        let c = 2 * i + 1;
+        if (c >= size) break;
+        if (c + 1 < size && this.less(heap[c + 1]!, heap[c]!)) c++;
+        const cv = heap[c]!;
+        if (!this.less(cv, last)) break;
+        heap[i] = cv;
+        pos[cv] = i;
+        i = c;
+      }
+      heap[i] = last;
+      pos[last] = i;
+    }
+    pos[top] = -1;
+    return top;
+  }
 }
 
 const spaces = new WeakMap<RouteGraph, AStarSpace>();
@@ -112,49 +171,7 @@ export function aStar(
   const rem = sp.removed;
   for (const e of removed) rem[e] = gen;
   const { w1, w2, w3 } = w;
-  let size = 0;
-  const less = (a: number, b: number): boolean => {
-    if (f1[a] !== f1[b]) return f1[a]! < f1[b]!;
-    if (f2[a] !== f2[b]) return f2[a]! < f2[b]!;
-    if (f3[a] !== f3[b]) return f3[a]! < f3[b]!;
-    if (g1[a] !== g1[b]) return g1[a]! < g1[b]!;
-    if (g2[a] !== g2[b]) return g2[a]! < g2[b]!;
-    return g3[a]! < g3[b]!;
-  };
-  const up = (i: number): void => {
-    const v = heap[i]!;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      const pv = heap[p]!;
-      if (!less(v, pv)) break;
-      heap[i] = pv;
-      pos[pv] = i;
-      i = p;
-    }
-    heap[i] = v;
-    pos[v] = i;
-  };
-  const popMin = (): number => {
-    const top = heap[0]!;
-    const last = heap[--size]!;
-    if (size > 0) {
-      let i = 0;
-      for (;;) {
-        let c = 2 * i + 1;
-        if (c >= size) break;
-        if (c + 1 < size && less(heap[c + 1]!, heap[c]!)) c++;
-        const cv = heap[c]!;
-        if (!less(cv, last)) break;
-        heap[i] = cv;
-        pos[cv] = i;
-        i = c;
-      }
-      heap[i] = last;
-      pos[last] = i;
-    }
-    pos[top] = -1;
-    return top;
-  };
+  sp.size = 0;
   const touch = (v: number): void => {
     if (stamp[v] !== gen) {
       stamp[v] = gen;
@@ -174,14 +191,13 @@ export function aStar(
   f3[src] = h3[src]!;
   predE[src] = -1;
   predV[src] = -1;
-  heap[size++] = src;
-  pos[src] = 0;
+  sp.open(src);
   let best: number[] | null = null;
   let b1 = Infinity;
   let b2 = Infinity;
   let b3 = Infinity;
-  while (size > 0) {
-    const u = popMin();
+  while (sp.size > 0) {
+    const u = sp.popMin();
     if (best !== null && lex3(f1[u]!, f2[u]!, f3[u]!, b1, b2, b3) > 0) break;
     done[u] = 1;
     // Is the tree's best path from u usable (no removed link, no site of u's prefix)?
@@ -265,12 +281,7 @@ export function aStar(
       f3[v] = n3 + h3[v]!;
       predE[v] = e;
       predV[v] = u;
-      if (pos[v]! < 0) {
-        heap[size] = v;
-        pos[v] = size;
-        size++;
-      }
-      up(pos[v]!);
+      sp.open(v);
     }
     for (let x = u; x >= 0; x = predV[x]!) mark[x] = 0;
   }
@@ -361,51 +372,10 @@ export function aStarReverse(
   const rem = sp.removed;
   for (const e of removed) rem[e] = gen;
   const { w1, w2, w3 } = w;
-  let size = 0;
+  sp.size = 0;
   // Sites with equal f pop in order of g, so every site on a best path to a site pops (and records
-  // itself as that site's next hop) before the site does: next hops are complete when a site settles.
-  const less = (a: number, b: number): boolean => {
-    if (f1[a] !== f1[b]) return f1[a]! < f1[b]!;
-    if (f2[a] !== f2[b]) return f2[a]! < f2[b]!;
-    if (f3[a] !== f3[b]) return f3[a]! < f3[b]!;
-    if (g1[a] !== g1[b]) return g1[a]! < g1[b]!;
-    if (g2[a] !== g2[b]) return g2[a]! < g2[b]!;
-    return g3[a]! < g3[b]!;
-  };
-  const up = (i: number): void => {
-    const v = heap[i]!;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      const pv = heap[p]!;
-      if (!less(v, pv)) break;
-      heap[i] = pv;
-      pos[pv] = i;
-      i = p;
-    }
-    heap[i] = v;
-    pos[v] = i;
-  };
-  const popMin = (): number => {
-    const top = heap[0]!;
-    const last = heap[--size]!;
-    if (size > 0) {
-      let i = 0;
-      for (;;) {
-        let c = 2 * i + 1;
-        if (c >= size) break;
-        if (c + 1 < size && less(heap[c + 1]!, heap[c]!)) c++;
-        const cv = heap[c]!;
-        if (!less(cv, last)) break;
-        heap[i] = cv;
-        pos[cv] = i;
-        i = c;
-      }
-      heap[i] = last;
-      pos[last] = i;
-    }
-    pos[top] = -1;
-    return top;
-  };
+  // itself as that site's next hop) before the site does: next hops are complete when a site settles
+  // (the order is AStarSpace.less).
   stamp[dst] = gen;
   g1[dst] = 0;
   g2[dst] = 0;
@@ -414,15 +384,15 @@ export function aStarReverse(
   f2[dst] = h2[dst]!;
   f3[dst] = h3[dst]!;
   done[dst] = 0;
-  heap[size++] = dst;
-  pos[dst] = 0;
+  pos[dst] = -1;
+  sp.open(dst);
   // Best distance from src to dst found so far (an upper bound of the answer's key, exact once src settles).
   let b1 = Infinity;
   let b2 = Infinity;
   let b3 = Infinity;
   const next = treeNext(g, bound, allowed, w);
-  while (size > 0) {
-    const u = popMin();
+  while (sp.size > 0) {
+    const u = sp.popMin();
     if (lex3(f1[u]!, f2[u]!, f3[u]!, b1, b2, b3) > 0) break;
     done[u] = 1;
     if (u === src) continue;
@@ -478,12 +448,7 @@ export function aStarReverse(
         b2 = n2;
         b3 = n3;
       }
-      if (pos[v]! < 0) {
-        heap[size] = v;
-        pos[v] = size;
-        size++;
-      }
-      up(pos[v]!);
+      sp.open(v);
     }
   }
   if (stamp[src] !== gen || done[src] !== 1) return null;
