@@ -2,7 +2,8 @@
  * The closed loop: link changes -> routes (hysteresis) -> policy versions -> agents -> acks, with
  * real edge agents (in process, injected applier) and raw gRPC agents on loopback.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
+import type { ControllerOptions } from '../src/index';
 import type { Route, RouteChange, Topology } from '@meridian/topology';
 import { eventually, hello, openStream, report, sleep, smallTopology, startController } from './helpers';
 import { allApplied, connectAgents, planFor, RecordingApplier, startEdgeAgent } from './policy-helpers';
@@ -148,14 +149,14 @@ function pairTopology(): Topology {
   };
 }
 
-t.test('a link going down moves routes at once; quality changes wait for the quality interval', async (t) => {
+/**
+ * The two-site loop of the tests below: controller with `opts`, both agents connected and applied,
+ * bj1's two links to sh1 measured at their nominal 10 ms (RTT 20) and up.
+ */
+async function startPairLoop(t: Test, opts: Partial<ControllerOptions>) {
   const topology = pairTopology();
   const sites = ['bj1', 'sh1'];
-  const c = await startController({
-    topology,
-    addressing: planFor(topology),
-    routeLoop: { qualityIntervalMs: 60_000 },
-  });
+  const c = await startController({ topology, addressing: planFor(topology), ...opts });
   t.teardown(() => c.stop());
   const agents = await connectAgents(c, sites);
   t.teardown(() => {
@@ -168,6 +169,11 @@ t.test('a link going down moves routes at once; quality changes wait for the qua
   await eventually(
     () => c.estimator.snapshot('bj1-sh1-b')?.up === true && c.estimator.snapshot('bj1-sh1-a')?.up === true,
   );
+  return { c, sites, agents, bj1 };
+}
+
+t.test('a link going down moves routes at once; quality changes wait for the quality interval', async (t) => {
+  const { c, bj1 } = await startPairLoop(t, { routeLoop: { qualityIntervalMs: 60_000 } });
   // The first link change ran at once (no cycle before it to wait after); let it finish.
   for (let seen = -1; seen !== c.routeLoop.counters.cycles;) {
     seen = c.routeLoop.counters.cycles;
@@ -190,26 +196,9 @@ t.test('a link going down moves routes at once; quality changes wait for the qua
 });
 
 t.test('hysteresis: metrics flapping inside the margin push nothing; a change beyond it does', async (t) => {
-  const topology = pairTopology();
-  const sites = ['bj1', 'sh1'];
-  const c = await startController({
-    topology,
-    addressing: planFor(topology),
+  const { c, sites, agents, bj1 } = await startPairLoop(t, {
     hysteresis: { relativePct: 10, absolute: { latency: 2 } },
   });
-  t.teardown(() => c.stop());
-  const agents = await connectAgents(c, sites);
-  t.teardown(() => {
-    for (const a of agents.values()) a.close();
-  });
-  await eventually(() => allApplied(c, sites), 10_000, 'all applied');
-  const bj1 = agents.get('bj1')!.stream!;
-  // Both links measured at their nominal 10 ms (RTT 20).
-  bj1.call.write(report('bj1-sh1-a', 'sh1', 20, 20));
-  bj1.call.write(report('bj1-sh1-b', 'sh1', 20, 20));
-  await eventually(
-    () => c.estimator.snapshot('bj1-sh1-b')?.up === true && c.estimator.snapshot('bj1-sh1-a')?.up === true,
-  );
   await sleep(100);
   await eventually(() => allApplied(c, sites), 10_000, 'settled');
   t.same(primaryOf(c.routes, 'bj1', 'sh1'), ['bj1-sh1-a']);
