@@ -167,7 +167,7 @@ export function aStar(
   const sp = space(g);
   const gen = ++sp.gen;
   const next = treeNext(g, bound, allowed, w);
-  const { stamp, g1, g2, g3, f1, f2, f3, predE, predV, done, pos, heap, mark } = sp;
+  const { stamp, g1, g2, g3, f1, f2, f3, predE, predV, done, pos, mark } = sp;
   const rem = sp.removed;
   for (const e of removed) rem[e] = gen;
   const { w1, w2, w3 } = w;
@@ -368,7 +368,7 @@ export function aStarReverse(
   if (h1[dst] === Infinity) return null;
   const sp = space(g);
   const gen = ++sp.gen;
-  const { stamp, g1, g2, g3, f1, f2, f3, done, pos, heap, predE, predV } = sp;
+  const { stamp, g1, g2, g3, f1, f2, f3, done, pos, predE, predV } = sp;
   const rem = sp.removed;
   for (const e of removed) rem[e] = gen;
   const { w1, w2, w3 } = w;
