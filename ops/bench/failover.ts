@@ -12,7 +12,8 @@
 // until the voice route leaves it while the sync route stays.
 //
 // Run: npm run bench:failover [-- --trials N] [--topology FILE] [--only frr|controller] [--json FILE]
-import { mkdtempSync, writeFileSync } from 'node:fs';
+//      [--logs DIR]   (keeps each lab's controller, agent and emulator logs in DIR/<mode>/)
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -137,6 +138,7 @@ async function runMode(
   topology: Topology,
   trials: number,
   pair: { src: string; dst: string } | null,
+  logsDir: string | null,
 ): Promise<ModeResult> {
   const stateDir = mkdtempSync(path.join(os.tmpdir(), `meridian-bench-failover-${mode}-`));
   say(`\n== ${mode}: lab up (${topology.sites.length} sites, ${topology.links.length} links) ==`);
@@ -293,6 +295,15 @@ async function runMode(
     };
   } finally {
     for (const s of stoppers) s();
+    if (logsDir !== null) {
+      // lab down removes the state directory: keep the logs for reading a bad trial afterwards.
+      const to = path.join(logsDir, mode);
+      mkdirSync(to, { recursive: true });
+      for (const f of readdirSync(stateDir).filter((x) => x.endsWith('.log'))) {
+        copyFileSync(path.join(stateDir, f), path.join(to, f));
+      }
+      say(`logs kept in ${to}`);
+    }
     await labDown({ stateDir });
   }
 }
@@ -322,6 +333,7 @@ async function main(): Promise<void> {
       topology: { type: 'string' },
       only: { type: 'string' },
       json: { type: 'string' },
+      logs: { type: 'string' },
     },
     strict: true,
   });
@@ -341,7 +353,7 @@ async function main(): Promise<void> {
   const results: ModeResult[] = [];
   let pair: { src: string; dst: string } | null = null;
   for (const m of modes) {
-    const r = await runMode(m, topology, trials, pair);
+    const r = await runMode(m, topology, trials, pair, values.logs ?? null);
     const [src = '', dst = ''] = r.route.split('>');
     pair = { src, dst };
     results.push(r);
