@@ -363,8 +363,12 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
       for (const [host, sockets] of ways) {
         const via = sockets.length > 0 ? sockets : this.#reflector !== null ? [this.#reflector] : [];
         for (const sock of via) {
-          sock.send(buf, this.#opts.reflectorPort, host, () => undefined);
-          this.#counters.alarmsSent++;
+          try {
+            sock.send(buf, this.#opts.reflectorPort, host, () => undefined);
+            this.#counters.alarmsSent++;
+          } catch {
+            // A new policy closed this path's socket before the repeat: that path is gone.
+          }
         }
       }
     };
