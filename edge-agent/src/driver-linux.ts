@@ -647,30 +647,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   async activateBackup(key: string): Promise<RerouteOutcome> {
-    const r = this.#route(key);
-    if (r instanceof DriverError) return { ok: false, error: r };
-    if (r.backup === null) {
-      return {
-        ok: false,
-        error: new DriverError('AGENT_ERR_NO_BACKUP', `route '${key}' has no backup path`),
-      };
-    }
-    this.#known = null;
-    this.#epoch++;
-    const spec = `pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`;
-    // IPv4 first: that rule picks the encapsulation, so traffic moves with this one operation.
-    const v4 = await this.#ipCmd(['-4', 'rule', 'del', ...spec.split(' ')]);
-    const v6 = await this.#ipCmd(['-6', 'rule', 'del', ...spec.split(' ')]);
-    const gone = (x: ExecResult): boolean => x.code === 0 || /No such file|not exist/i.test(x.stderr);
-    if (!gone(v4) || !gone(v6)) {
-      return {
-        ok: false,
-        error: new DriverError('AGENT_ERR_DRIVER_APPLY', `cannot switch '${key}' to backup`, {
-          detail: `${v4.stderr}${v6.stderr}`.trim(),
-        }),
-      };
-    }
-    return { ok: true, changed: v4.code === 0 };
+    const out = (await this.activateBackups([key])).get(key);
+    return out ?? { ok: false, error: new DriverError('AGENT_ERR_NO_ROUTE', `no route '${key}'`) };
   }
 
   async activateBackups(keys: readonly string[]): Promise<Map<string, RerouteOutcome>> {
@@ -702,12 +680,16 @@ export class LinuxPolicyDriver implements PolicyDriver {
         .split('\n')
         .filter((l) => l.trim() !== '' && !/No such file|not exist|Command failed/i.test(l));
     const errors = [...failed(v4), ...failed(v6)];
+    // Lines whose IPv4 rule was already gone (`Command failed -:N`): those routes did not change.
+    const absent = new Set([...v4.stderr.matchAll(/Command failed -:(\d+)/g)].map((m) => Number(m[1])));
+    let line = 0;
     for (const key of keys) {
       if (out.has(key)) continue;
+      line++;
       out.set(
         key,
         errors.length === 0
-          ? { ok: true, changed: true }
+          ? { ok: true, changed: !absent.has(line) }
           : {
               ok: false,
               error: new DriverError('AGENT_ERR_DRIVER_APPLY', `cannot switch '${key}' to backup`, {
