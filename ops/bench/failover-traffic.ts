@@ -6,8 +6,8 @@
  * anywhere in the lab: a forwarding loop expires TTL / hop limit and shows there).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import os from 'node:os';
 import { createInterface } from 'node:readline';
+import { dataPlanePriority } from '../src/index';
 
 function run(
   cmd: string,
@@ -56,26 +56,15 @@ export interface Receiver {
   stop(): void;
 }
 
-/**
- * The stream's endpoints stand for phones, which do not share a CPU with the routers: they run at
- * the lab data plane's priority, so a burst of agent work at a failure does not pause the sender
- * (a pause reads as a gap with no loss) or delay the receiver's timestamps.
- */
-const ENDPOINT_NICE = -10;
-
-function endpointPriority(child: ChildProcess): void {
-  try {
-    if (child.pid !== undefined) os.setPriority(child.pid, ENDPOINT_NICE);
-  } catch {
-    // Not allowed: measured at normal priority.
-  }
-}
+// The stream's endpoints stand for phones, which do not share a CPU with the routers: they run at
+// the lab data plane's priority, so a burst of agent work at a failure does not pause the sender
+// (a pause reads as a gap with no loss) or delay the receiver's timestamps.
 
 export async function startReceiver(ns: string, host: string, port: number): Promise<Receiver> {
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', RECEIVER, host, String(port)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  endpointPriority(child);
+  dataPlanePriority(child.pid);
   const lines = createInterface({ input: child.stdout });
   const queue: ((line: string) => void)[] = [];
   lines.on('line', (l) => queue.shift()?.(l));
@@ -141,7 +130,7 @@ export function startSender(
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
-  endpointPriority(child);
+  dataPlanePriority(child.pid);
   const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return { child, done, stop: () => child.kill('SIGKILL') };
 }

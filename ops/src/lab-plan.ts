@@ -3,7 +3,13 @@
  * the addressing plan (`defaultAddressingPlan`), which the controller's policy compiler takes as
  * input, so the policies it compiles fit the lab exactly.
  */
-import { defaultAddressingPlan, isRouteError, type AddressingPlan, type Topology } from '@meridian/topology';
+import {
+  defaultAddressingPlan,
+  isRouteError,
+  type AddressingPlan,
+  type LinkAddressing,
+  type Topology,
+} from '@meridian/topology';
 import { OpsError } from './errors';
 
 // The plan itself lives in @meridian/topology (the controller's compiler takes it too); the lab
@@ -28,17 +34,14 @@ export interface LabSitePlan {
   readonly mgmtRootIf: string;
 }
 
-export interface LabLinkPlan {
+/** A link of the lab: its addressing-plan entry (interfaces, addresses) plus what the lab adds. */
+export interface LabLinkPlan extends Pick<
+  LinkAddressing,
+  'index' | 'ifA' | 'ifB' | 'a4' | 'b4' | 'a6' | 'b6'
+> {
   readonly id: string;
-  readonly index: number;
   readonly a: string;
   readonly b: string;
-  readonly ifA: string;
-  readonly ifB: string;
-  readonly a4: string;
-  readonly b4: string;
-  readonly a6: string;
-  readonly b6: string;
   /** UDP port of this link at both sites' management addresses (socat ↔ emulator). */
   readonly port: number;
 }

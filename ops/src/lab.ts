@@ -123,6 +123,19 @@ function emulatorCommand(configFile: string): { cmd: string; args: string[] } {
  */
 const DATA_PLANE_NICE = -10;
 
+/**
+ * Runs a process at the lab data plane's priority ({@link DATA_PLANE_NICE}); also for what stands
+ * for the users' devices (benchmark traffic endpoints). Not allowed (not root): left as it is.
+ */
+export function dataPlanePriority(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    os.setPriority(pid, DATA_PLANE_NICE);
+  } catch {
+    // The lab still works, only less steadily under load.
+  }
+}
+
 /** Starts a lab data-plane process (emulator, socat), detached, at {@link DATA_PLANE_NICE}. */
 function spawnDetached(dir: string, name: string, cmd: string, args: readonly string[]): number {
   const log = openSync(path.join(dir, `${name}.log`), 'a');
@@ -130,11 +143,7 @@ function spawnDetached(dir: string, name: string, cmd: string, args: readonly st
   closeSync(log);
   child.unref();
   if (child.pid === undefined) throw new OpsError('OPS_ERR_LAB_COMMAND', `cannot start ${cmd}`);
-  try {
-    os.setPriority(child.pid, DATA_PLANE_NICE);
-  } catch {
-    // Not root or not allowed: the lab still works, only less steadily under load.
-  }
+  dataPlanePriority(child.pid);
   return child.pid;
 }
 
