@@ -107,6 +107,22 @@ class AStarSpace {
     pos[v] = i;
   }
 
+  /** Starts a search at `v` (generation `gen`): distance 0, key = the bound `h` at `v`, open. */
+  seed(v: number, gen: number, h1: Float64Array, h2: Float64Array, h3: Float64Array): void {
+    this.stamp[v] = gen;
+    this.g1[v] = 0;
+    this.g2[v] = 0;
+    this.g3[v] = 0;
+    this.f1[v] = h1[v]!;
+    this.f2[v] = h2[v]!;
+    this.f3[v] = h3[v]!;
+    this.done[v] = 0;
+    this.predE[v] = -1;
+    this.predV[v] = -1;
+    this.pos[v] = -1;
+    this.open(v);
+  }
+
   /** Removes and returns the open site with the smallest key. */
   popMin(): number {
     const { heap, pos } = this;
@@ -182,16 +198,7 @@ export function aStar(
       pos[v] = -1;
     }
   };
-  touch(src);
-  g1[src] = 0;
-  g2[src] = 0;
-  g3[src] = 0;
-  f1[src] = h1[src]!;
-  f2[src] = h2[src]!;
-  f3[src] = h3[src]!;
-  predE[src] = -1;
-  predV[src] = -1;
-  sp.open(src);
+  sp.seed(src, gen, h1, h2, h3);
   let best: number[] | null = null;
   let b1 = Infinity;
   let b2 = Infinity;
@@ -376,16 +383,7 @@ export function aStarReverse(
   // Sites with equal f pop in order of g, so every site on a best path to a site pops (and records
   // itself as that site's next hop) before the site does: next hops are complete when a site settles
   // (the order is AStarSpace.less).
-  stamp[dst] = gen;
-  g1[dst] = 0;
-  g2[dst] = 0;
-  g3[dst] = 0;
-  f1[dst] = h1[dst]!;
-  f2[dst] = h2[dst]!;
-  f3[dst] = h3[dst]!;
-  done[dst] = 0;
-  pos[dst] = -1;
-  sp.open(dst);
+  sp.seed(dst, gen, h1, h2, h3);
   // Best distance from src to dst found so far (an upper bound of the answer's key, exact once src settles).
   let b1 = Infinity;
   let b2 = Infinity;
