@@ -32,6 +32,8 @@ export interface EdgeAgentOptions {
   readonly token: string;
   /** Where the reflector listens; default 127.0.0.1:0 (a free port, announced in hello). */
   readonly probeListen?: { readonly host: string; readonly port: number };
+  /** Nice value of the reflector's thread (see `ProbeReflectorOptions.threadNice`). */
+  readonly reflectorNice?: number | null;
   readonly log: Logger;
   /** Receives policy pushes; default {@link noDriverApplier}. */
   readonly applier?: PolicyApplier;
@@ -114,6 +116,7 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
     this.#reflector = new ProbeReflector({
       host: opts.probeListen?.host ?? '127.0.0.1',
       port: opts.probeListen?.port ?? 0,
+      threadNice: opts.reflectorNice ?? null,
       log: this.#baseLog,
     });
   }

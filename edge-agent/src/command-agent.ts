@@ -14,7 +14,7 @@ import { isAgentError } from './errors';
 const USAGE = `usage: meridian agent --site ID --controller HOST:PORT [--probe-listen HOST:PORT]
                       [--driver none|linux|routeros] [--netns NS] [--router HOST:PORT]
                       [--state-dir DIR] [--no-fast-reroute] [--frr-interval MS]
-                      [--frr-max-pps N]
+                      [--frr-max-pps N] [--reflector-nice N]
                       [--announce LINK=ADDR]...
 
 Runs an edge agent: answers peers' probes on the probe port, probes the peers the controller's
@@ -37,6 +37,10 @@ probe plan names, and streams reports and liveness events to the controller over
   --frr-max-pps N            per-path probes per second at most (default 0: no limit); with
                              more paths the period grows. Link alarms (a link's own agents
                              declare it down and alarm every site) stay fast either way
+  --reflector-nice N         nice value of the probe reflector's thread, -20..19 (default -10
+                             as root, else the agent's): peers read its delay as the link's
+                             and its silence as the link down, so it must not wait behind
+                             the agent's own work
   --announce LINK=ADDR       announce the probe port at ADDR for LINK (repeatable; needs a
                              wildcard --probe-listen): peers probe the link over the link
   --log-level LEVEL          pino level (default info)
@@ -46,6 +50,9 @@ environment:
   MERIDIAN_ROUTER_USER, MERIDIAN_ROUTER_PASSWORD   routeros credentials
 
 exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad input or token refused, 1 internal error`;
+
+/** The reflector thread's nice value as root: the lab's data plane runs at the same. */
+const DEFAULT_REFLECTOR_NICE = -10;
 
 function fail(msg: string): number {
   process.stderr.write(`meridian agent: ${msg}\n\n${USAGE}\n`);
@@ -66,6 +73,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     'no-fast-reroute'?: boolean;
     'frr-interval'?: string;
     'frr-max-pps'?: string;
+    'reflector-nice'?: string;
     announce?: string[];
     help?: boolean;
   };
@@ -86,6 +94,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
         'no-fast-reroute': { type: 'boolean' },
         'frr-interval': { type: 'string' },
         'frr-max-pps': { type: 'string' },
+        'reflector-nice': { type: 'string' },
         announce: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
@@ -127,6 +136,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const frrMaxPps = Number(values['frr-max-pps'] ?? '0');
   if (!Number.isInteger(frrMaxPps) || frrMaxPps < 0 || frrMaxPps > 1_000_000) {
     return fail(`--frr-max-pps '${values['frr-max-pps']}' is not an integer in 0..1000000`);
+  }
+  const niceText = values['reflector-nice'];
+  const reflectorNice =
+    niceText !== undefined ? Number(niceText) : process.getuid?.() === 0 ? DEFAULT_REFLECTOR_NICE : null;
+  if (
+    reflectorNice !== null &&
+    (!Number.isInteger(reflectorNice) || reflectorNice < -20 || reflectorNice > 19)
+  ) {
+    return fail(`--reflector-nice '${niceText}' is not an integer in -20..19`);
   }
   let driver: PolicyDriver | null = null;
   if (driverKind === 'linux') {
@@ -177,6 +195,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       controller: values.controller,
       token,
       probeListen: listen,
+      reflectorNice,
       log,
       announce,
       ...(applier !== undefined ? { applier } : {}),

@@ -1,8 +1,10 @@
 import t from 'tap';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import {
   PROBE_HEADER_BYTES,
   encodeProbeRequest,
+  nowUs,
   parseProbe,
   probeRttMs,
   stampReply,
@@ -98,4 +100,78 @@ t.test('reflector answers requests and counts malformed and foreign packets', as
   t.ok(await until(() => refl.counters().malformed === 3 && refl.counters().foreign === 1));
   t.same(refl.counters(), { reflected: 0, malformed: 3, foreign: 1, sendErrors: 0 });
   t.notOk(refl.closed);
+});
+
+t.test('the reflector answers while the agent thread is blocked', async (t) => {
+  // Its own thread: a stall of the agent (a policy apply, a GC pause) must not read as the link's
+  // delay or death at the peers. A peer (a worker thread here) probes while this thread busy-waits.
+  const refl = new ProbeReflector({ log });
+  const { port } = await refl.start();
+  t.teardown(() => refl.stop());
+  const requests = [0, 1, 2, 3, 4].map((seq) =>
+    encodeProbeRequest({ senderId: 1, sessionId: 1, seq, t1: 0 }),
+  );
+  const peer = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const dgram = require('node:dgram');
+     const sock = dgram.createSocket('udp4');
+     const sent = [], replies = [];
+     sock.on('message', (m) => {
+       replies.push(m);
+       if (replies.length === workerData.requests.length) {
+         parentPort.postMessage({ sent, replies });
+         sock.close();
+       }
+     });
+     sock.bind(0, '127.0.0.1', () => {
+       parentPort.postMessage('ready');
+       parentPort.once('message', () => {
+         workerData.requests.forEach((r, i) => setTimeout(() => {
+           sent[i] = Math.round((performance.timeOrigin + performance.now()) * 1000);
+           sock.send(Buffer.from(r), workerData.port, '127.0.0.1');
+         }, 100 * i));
+       });
+     });`,
+    { eval: true, workerData: { port, requests } },
+  );
+  t.teardown(() => peer.terminate());
+  const result = new Promise<{ sent: number[]; replies: Uint8Array[] }>((resolve) =>
+    peer.on('message', (m: 'ready' | { sent: number[]; replies: Uint8Array[] }) => {
+      if (m !== 'ready') resolve(m);
+    }),
+  );
+  await new Promise<void>((resolve) => peer.once('message', () => resolve()));
+  peer.postMessage('go');
+  const blockMs = 1000;
+  const start = nowUs();
+  while (nowUs() - start < blockMs * 1000) {
+    // busy: this thread runs no callbacks while the peer probes
+  }
+  const { sent, replies } = await result;
+  t.equal(replies.length, 5, 'every probe answered');
+  const waited = replies.map((b) => {
+    const p = parseProbe(Buffer.from(b));
+    return p.ok && p.packet.type === 'reply' ? (p.packet.t2 - sent[p.packet.seq]!) / 1000 : Infinity;
+  });
+  // On the agent's thread the first probe would have been read only after the block (~1000 ms).
+  t.ok(
+    Math.max(...waited) < blockMs / 2,
+    `answered while blocked (longest wait ${Math.max(...waited).toFixed(1)} ms)`,
+  );
+  t.equal(refl.counters().reflected, 5);
+});
+
+t.test('a probe port already taken is a typed bind error', async (t) => {
+  const a = new ProbeReflector({ log });
+  const { port } = await a.start();
+  t.teardown(() => a.stop());
+  const b = new ProbeReflector({ log, port });
+  await t.rejects(b.start(), { code: 'AGENT_ERR_PROBE_BIND' });
+  t.ok(b.closed);
+  // The counters survive a restart of the reflector.
+  await sendRaw(port, Buffer.from('x'));
+  t.ok(await until(() => a.counters().malformed === 1));
+  await a.stop();
+  await a.start();
+  t.equal(a.counters().malformed, 1);
 });
