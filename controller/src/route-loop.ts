@@ -40,6 +40,7 @@ import {
 import { ControllerError } from './errors';
 import { linkStateOf, type LinkChange, type LinkSnapshot } from './link-estimator';
 import { compilePolicies, type AddressingPlan, type CompiledSitePolicy } from './policy-compiler';
+import { forwardingBackups } from './forwarding-backup';
 import type { PolicyDistributor } from './policy-distributor';
 import type { PolicyRef, PolicyStore, PolicyVersionMeta, PolicyVersionReason } from './policy-store';
 
@@ -97,6 +98,11 @@ export interface CycleRecord {
   /** Routes whose status, primary or backup changed. */
   routeChanges: number;
   recomputed: number;
+  /**
+   * Routes whose policy backup is a link-disjoint protection path instead of the route's own
+   * backup (which shares a link with the primary; see forwarding-backup.ts); null if not compiled.
+   */
+  protectedRoutes: number | null;
   /** The version issued, or null (no site changed, no plan, or an error). */
   version: number | null;
   /** Sites the version was issued for. */
@@ -391,7 +397,10 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     }
     let compiled: Map<string, CompiledSitePolicy>;
     try {
-      compiled = compilePolicies(this.#topology, this.#failStatic(engine.routes), this.#plan);
+      // The data plane's backups protect against any single link failure (forwarding-backup.ts).
+      const fwd = forwardingBackups(this.#topology, engine.state, this.#failStatic(engine.routes));
+      record.protectedRoutes = fwd.protectedRoutes;
+      compiled = compilePolicies(this.#topology, fwd.routes, this.#plan);
     } catch (err) {
       this.#failed(record, 'CTRL_ERR_POLICY_COMPILE', (err as Error).message);
       return;
@@ -500,6 +509,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       links,
       routeChanges: 0,
       recomputed: 0,
+      protectedRoutes: null,
       version: null,
       sites: [],
       deferred: [],
