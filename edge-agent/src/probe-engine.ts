@@ -178,6 +178,8 @@ interface TargetState {
   successes: number;
   /** Pending probes already counted as a miss at their liveness deadline (see #send). */
   readonly overdue: Set<number>;
+  /** Loop time (ms) of the last reply, or null: for the link-down log. */
+  lastReplyAt: number | null;
   alive: boolean | null;
   lastRttMs: number | null;
   srttMs: number | null;
@@ -202,6 +204,10 @@ const targetKey = (t: ProbeTarget): string => `${t.link}\u0000${t.host}\u0000${t
  */
 /** Least time beyond the smoothed RTT before a probe counts as a liveness miss (scheduling noise). */
 const LIVENESS_SLACK_MS = 30;
+/** Datagrams libuv reads from one UDP socket per loop iteration (`count = 32` in uv__udp_recvmsg). */
+const UV_UDP_READS_PER_POLL = 32;
+/** Polls a verdict may wait for a socket that keeps reading full batches. */
+const MAX_JUDGE_DEFERRALS = 16;
 
 export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
   readonly #log: Logger;
@@ -210,6 +216,9 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
   readonly #queue = new TimerQueue();
   /** Reply deadlines passed, judged after the next I/O poll (see #timeout). */
   #dueTimeouts: [TargetState, number, 'overdue' | 'loss'][] = [];
+  /** Datagrams read from the socket since the pending verdicts were scheduled (see #judge). */
+  #readsSinceJudge = 0;
+  #judgeDeferrals = 0;
   readonly #targets = new Map<string, TargetState>();
   readonly #bySession = new Map<number, TargetState>();
   #plan: EffectivePlan = effectivePlan({
@@ -320,6 +329,7 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
         misses: 0,
         successes: 0,
         overdue: new Set(),
+        lastReplyAt: null,
         alive: null,
         lastRttMs: null,
         srttMs: null,
@@ -430,17 +440,37 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
   #timeout(st: TargetState, seq: number, kind: 'overdue' | 'loss'): void {
     this.#dueTimeouts.push([st, seq, kind]);
     if (this.#dueTimeouts.length === 1) {
-      setImmediate(() => {
-        const due = this.#dueTimeouts;
-        this.#dueTimeouts = [];
-        for (const [t, q, k] of due) {
-          if (k === 'loss') this.#lost(t, q);
-          else if (t.active && t.pending.has(q) && !t.overdue.has(q)) {
-            t.overdue.add(q);
-            this.#miss(t);
-          }
-        }
-      });
+      this.#readsSinceJudge = 0;
+      setImmediate(() => this.#judge());
+    }
+  }
+
+  #judge(): void {
+    // One poll reads at most UV_UDP_READS_PER_POLL datagrams from a socket (libuv's fairness
+    // cap). A poll that read that many may have left replies in the buffer — after a ~100 ms
+    // stall every link's replies queue up on this one socket — so judge after another poll, or
+    // all the links would be declared down together (seen in the lab: ten agents stalled by a
+    // burst of process spawns, and every link of the lab went down at once).
+    // Bounded: a flood on the probe port must not postpone verdicts for ever.
+    if (
+      this.#readsSinceJudge >= UV_UDP_READS_PER_POLL &&
+      this.#socket !== undefined &&
+      this.#judgeDeferrals < MAX_JUDGE_DEFERRALS
+    ) {
+      this.#readsSinceJudge = 0;
+      this.#judgeDeferrals++;
+      setImmediate(() => this.#judge());
+      return;
+    }
+    this.#judgeDeferrals = 0;
+    const due = this.#dueTimeouts;
+    this.#dueTimeouts = [];
+    for (const [t, q, k] of due) {
+      if (k === 'loss') this.#lost(t, q);
+      else if (t.active && t.pending.has(q) && !t.overdue.has(q)) {
+        t.overdue.add(q);
+        this.#miss(t);
+      }
     }
   }
 
@@ -462,6 +492,7 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
 
   #onReply(msg: Buffer): void {
     const t4 = nowUs();
+    this.#readsSinceJudge++;
     const parsed = parseProbe(msg);
     if (!parsed.ok) {
       this.#counters.malformed++;
@@ -507,6 +538,7 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
     if (st.lastRttMs !== null) st.jitterMs += (Math.abs(rtt - st.lastRttMs) - st.jitterMs) / 16;
     st.srttMs = st.srttMs === null ? rtt : st.srttMs + (rtt - st.srttMs) / 8;
     st.lastRttMs = rtt;
+    st.lastReplyAt = this.#queue.now();
     st.misses = 0;
     st.successes++;
     if (st.alive !== true && st.successes >= this.#plan.upAfterSuccesses)
@@ -523,7 +555,20 @@ export class ProbeEngine extends EventEmitter<ProbeEngineEvents> {
       streak,
       lastRttMs: st.lastRttMs,
     };
-    this.#log.info(change, up ? 'link up' : 'link down');
+    if (up) this.#log.info(change, 'link up');
+    else {
+      // What an operator needs to tell a dead link from a stalled agent or data path.
+      const now = this.#queue.now();
+      this.#log.warn(
+        {
+          ...change,
+          srttMs: st.srttMs,
+          silentMs: st.lastReplyAt === null ? null : Math.round(now - st.lastReplyAt),
+          pending: st.pending.size,
+        },
+        'link down',
+      );
+    }
     this.emit('liveness', change);
     // The controller must hear about it now, not at the next report tick.
     if (this.#opts.reportOnLivenessChange !== false) this.flushReport();
