@@ -205,6 +205,35 @@ t.test('fast-reroute switches through persistent ip sessions', async (t) => {
     t.ok(has(voice, 4) && has(voice, 6), 'back on primary');
   });
 
+  await t.test(
+    'an ip session that cannot work gives a typed failure, and the kernel is untouched',
+    async (t) => {
+      // Every session process of this driver fails at start ("Cannot open network namespace …:
+      // No such file or directory", which must not read as "rule already gone"); applies work.
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'meridian-ipsess-'));
+      t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+      const wrapper = path.join(dir, 'ip');
+      writeFileSync(
+        wrapper,
+        '#!/bin/sh\ncase " $* " in *" -force -batch - "*) exec ip -n mrsw-none-$$ -force -batch - ;; esac\nexec ip "$@"\n',
+      );
+      chmodSync(wrapper, 0o755);
+      const broken = new LinuxPolicyDriver({ netns: ns, ipBin: wrapper });
+      t.teardown(() => broken.close());
+      const applied = await broken.apply(fx.policy);
+      t.ok(applied.ok && applied.changes === 0, 'apply (spawned ip) works');
+      const b = await broken.activateBackup(voice);
+      t.equal(b.ok ? '' : b.error.code, 'AGENT_ERR_DRIVER_APPLY', 'to backup: typed failure');
+      t.match(b.ok ? '' : b.error.detail, /Cannot open network namespace/, "ip's words in detail");
+      t.ok(has(voice, 4) && has(voice, 6), 'still on primary');
+      t.same(await driver.activateBackup(voice), { ok: true, changed: true }, '(moved by the good driver)');
+      const p = await broken.activatePrimary(voice);
+      t.equal(p.ok ? '' : p.error.code, 'AGENT_ERR_DRIVER_APPLY', 'to primary: typed failure');
+      t.notOk(has(voice, 4) || has(voice, 6), 'still on backup');
+      t.same(await driver.activatePrimary(voice), { ok: true, changed: true });
+    },
+  );
+
   await t.test('close() leaves no ip process behind; removeAll still works', async (t) => {
     await driver.close();
     t.same(sessionPids(ns), [], 'no session process after close');
