@@ -29,7 +29,7 @@ import {
 } from './agent-messages';
 import { ControllerError, type ControllerErrorCode } from './errors';
 import type { LinkEstimator } from './link-estimator';
-import { computeProbeTargets, DEFAULT_PROBE_SETTINGS, type ProbeSettings } from './probe-plan';
+import { computeProbeTargets, DEFAULT_PROBE_SETTINGS, linkReporters, type ProbeSettings } from './probe-plan';
 import {
   agentControlService,
   type AgentEvent,
@@ -130,6 +130,8 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
   readonly #endpoints = new Map<string, readonly ProbeEndpoint[]>();
   readonly #pending = new Set<Call>();
   #replanTimer: NodeJS.Timeout | undefined;
+  /** Per link, the site whose reports the estimator takes (see probe-plan.ts). */
+  #reporters = new Map<string, string>();
   #closing = false;
   /** Counters for health and benchmarks. */
   readonly counters = { reports: 0, invalidReports: 0, malformed: 0, rejectedHellos: 0 };
@@ -384,8 +386,14 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
         }
         this.counters.reports++;
         const now = Date.now();
-        for (const l of msg.report.links) this.#estimator.ingestLinkStats(s.site, l, now);
-        this.emit('report', s.site, msg.report);
+        // Each link is probed from both ends; the estimator takes its reporter's measurements only.
+        const links = msg.report.links.filter((l) => this.#reporters.get(l.link) === s.site);
+        for (const l of links) this.#estimator.ingestLinkStats(s.site, l, now);
+        this.emit(
+          'report',
+          s.site,
+          links.length === msg.report.links.length ? msg.report : { ...msg.report, links },
+        );
         return;
       }
       case 'event':
@@ -458,6 +466,7 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
 
   #replan(): void {
     const targets = computeProbeTargets(this.#links, new Set(this.#sessions.keys()), this.#endpoints);
+    this.#reporters = linkReporters(this.#links, targets);
     const p = this.#probe;
     for (const [site, list] of targets) {
       const s = this.#sessions.get(site);

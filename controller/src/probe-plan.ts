@@ -1,8 +1,13 @@
 /**
- * Who probes which link. Each link is probed from one end only (the reflector at the other end
- * answers), which halves probe traffic and makes one agent the source of truth for the link:
- * the `a` end probes the `b` end's endpoint; when the `a` agent is not connected the `b` agent
- * probes the `a` end instead. Endpoints are the last ones an agent announced in its hello, kept
+ * Who probes which link. Each link is probed from both ends (each end's reflector answers the
+ * other), and one end is the link's *reporter*, the controller's source of truth for its
+ * measurements: the `a` end, or the `b` end when the `a` agent is not connected. The controller
+ * takes reports of a link from its reporter only (one sample stream per link); the other end's
+ * probes serve its own liveness verdict, which drives fast reroute: when a link dies, the end
+ * nearer to a route's source alarms it first. Probing from one end only made every failure of a
+ * link far from its `a` end wait for the alarm's trip from there (edge-gz.sh-a.mpls in the
+ * reference: ~115 ms over edge-gz's internet link, against ~40 ms from sh-a), and a crashed `a`
+ * agent left the link unwatched. Endpoints are the last ones an agent announced in its hello, kept
  * after it disconnects, so a silent peer is still probed and its link goes down rather than stale.
  */
 import type { Link } from '@meridian/topology';
@@ -38,8 +43,9 @@ export function endpointFor(endpoints: readonly ProbeEndpoint[], linkId: string)
 }
 
 /**
- * Probe targets per connected site. Links whose far end never announced an endpoint (its agent
- * never connected) get no prober: they stay stale.
+ * Probe targets per connected site: each end of a link whose other end announced an endpoint.
+ * Links whose ends never announced one (their agents never connected) get no prober: they stay
+ * stale.
  */
 export function computeProbeTargets(
   links: readonly Pick<Link, 'id' | 'a' | 'b'>[],
@@ -48,16 +54,34 @@ export function computeProbeTargets(
 ): Map<string, ProbeTarget[]> {
   const out = new Map<string, ProbeTarget[]>();
   for (const site of connected) out.set(site, []);
-  const tryProbe = (from: string, to: string, linkId: string): boolean => {
-    const list = out.get(from);
-    if (list === undefined) return false;
-    const ep = endpointFor(endpoints.get(to) ?? [], linkId);
-    if (ep === undefined) return false;
-    list.push({ link: linkId, peerSite: to, host: ep.host, port: ep.port });
-    return true;
-  };
   for (const l of links) {
-    if (!tryProbe(l.a, l.b, l.id)) tryProbe(l.b, l.a, l.id);
+    for (const [from, to] of [
+      [l.a, l.b],
+      [l.b, l.a],
+    ] as const) {
+      const list = out.get(from);
+      const ep = endpointFor(endpoints.get(to) ?? [], l.id);
+      if (list !== undefined && ep !== undefined) {
+        list.push({ link: l.id, peerSite: to, host: ep.host, port: ep.port });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The reporter of each link (see the module comment): the `a` end when it probes the link, else
+ * the `b` end when it does; links nobody probes are absent.
+ */
+export function linkReporters(
+  links: readonly Pick<Link, 'id' | 'a' | 'b'>[],
+  targets: ReadonlyMap<string, readonly ProbeTarget[]>,
+): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const l of links) {
+    const probes = (site: string): boolean => targets.get(site)?.some((x) => x.link === l.id) ?? false;
+    if (probes(l.a)) out.set(l.id, l.a);
+    else if (probes(l.b)) out.set(l.id, l.b);
   }
   return out;
 }

@@ -156,6 +156,29 @@ t.test('agent gateway over real gRPC', async (t) => {
       t.pass('stream still works');
     });
 
+    t.test('both ends probe a link; the estimator takes its reporter (the a end) only', async (t) => {
+      const plan = (await sh1.waitFor(
+        (m) => isPlan(m) && m.probePlan.targets.some((x) => x.link === 'bj1-sh1-a'),
+      )) as { probePlan: ProbePlan };
+      t.match(
+        plan.probePlan.targets.find((x) => x.link === 'bj1-sh1-a'),
+        { peerSite: 'bj1', port: 9100 },
+        'the b end probes it too (its own liveness verdict drives fast reroute)',
+      );
+      const before = c.estimator.snapshot('bj1-sh1-a')!.samples;
+      const r0 = c.gateway.counters.reports;
+      sh1.call.write(report('bj1-sh1-a', 'bj1', 5, 40));
+      await eventually(() => c.gateway.counters.reports > r0);
+      t.equal(
+        c.estimator.snapshot('bj1-sh1-a')!.samples,
+        before,
+        'the b end’s measurements are not ingested',
+      );
+      bj1.call.write(report('bj1-sh1-a', 'sh1', 1, 20));
+      await eventually(() => c.estimator.snapshot('bj1-sh1-a')!.samples === before + 1);
+      t.pass('the reporter’s are');
+    });
+
     t.test('duplicate site from another live process: ALREADY_EXISTS', async (t) => {
       const dup = openStream(port);
       dup.call.write(hello('bj1', 9200, AGENT_TOKEN, 'other-instance'));
@@ -176,7 +199,7 @@ t.test('agent gateway over real gRPC', async (t) => {
       await eventually(() => !c.gateway.connectedSites().includes('bj1'));
     });
 
-    t.test('a disconnected a-end hands its links to the b end', async (t) => {
+    t.test('a disconnected a-end hands the reporting of its links to the b end', async (t) => {
       const plan2 = (await sh1.waitFor(
         (m) => isPlan(m) && m.probePlan.targets.some((x) => x.link === 'bj1-sh1-a'),
       )) as {
@@ -186,6 +209,10 @@ t.test('agent gateway over real gRPC', async (t) => {
         plan2.probePlan.targets.find((x) => x.link === 'bj1-sh1-a'),
         { peerSite: 'bj1', port: 9100 },
       );
+      const before = c.estimator.snapshot('bj1-sh1-a')!.samples;
+      sh1.call.write(report('bj1-sh1-a', 'bj1', 3, 40));
+      await eventually(() => c.estimator.snapshot('bj1-sh1-a')!.samples === before + 3);
+      t.pass('the b end’s measurements are ingested now');
     });
   });
 });
