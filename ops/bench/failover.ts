@@ -115,22 +115,54 @@ async function waitUntil(
 async function pickRoute(api: Api, topology: Topology): Promise<ApiRoute> {
   const edges = new Set(topology.sites.filter((s) => s.kind === 'edge').map((s) => s.id));
   const all = (await api.get<{ routes: ApiRoute[] }>('/api/v1/routes?class=voice')).routes;
-  // A backup that shares a link with its primary cannot take over when that link dies: fast
-  // reroute protects link-disjoint pairs, so the stream uses one (the longest such primary).
+  // The longest voice primary between two edge sites (most links to fail), protected: its policy
+  // backup (a link-disjoint protection path when the route's own backup shares a link, see the
+  // controller's forwarding-backup.ts) can take over.
+  const up = await upLinks(api);
   const cands = all.filter(
     (r) =>
       edges.has(r.src) &&
       edges.has(r.dst) &&
       r.primary !== null &&
-      r.backup !== null &&
-      !r.backup.links.some((l) => r.primary!.links.includes(l)),
+      protectedFrom(r, r.primary.links, topology, up),
   );
   cands.sort(
     (a, b) => b.primary!.links.length - a.primary!.links.length || (a.src + a.dst < b.src + b.dst ? -1 : 1),
   );
   const r = cands[0];
-  if (r === undefined) throw new Error('no voice route between edge sites with a link-disjoint backup');
+  if (r === undefined) throw new Error('no voice route between edge sites with a link-disjoint backup path');
   return r;
+}
+
+/** Links the controller does not hold down. */
+async function upLinks(api: Api): Promise<Set<string>> {
+  const links = (await api.get<{ links: { id: string; up: boolean | null }[] }>('/api/v1/links')).links;
+  return new Set(links.filter((l) => l.up !== false).map((l) => l.id));
+}
+
+/**
+ * Whether local reroute can help when `failed` (links of the route's primary) die: the route's
+ * backup avoids them, or some path of up links does (the controller then installs it as the
+ * forwarding backup: a protection path).
+ */
+function protectedFrom(r: ApiRoute, failed: readonly string[], topology: Topology, up: Set<string>): boolean {
+  const primary = new Set(r.primary?.links ?? []);
+  if (r.backup !== null && !r.backup.links.some((l) => failed.includes(l))) return true;
+  const seen = new Set([r.src]);
+  const queue = [r.src];
+  while (queue.length > 0) {
+    const at = queue.shift()!;
+    if (at === r.dst) return true;
+    for (const l of topology.links) {
+      if (!up.has(l.id) || primary.has(l.id)) continue;
+      const next = l.a === at ? l.b : l.b === at ? l.a : null;
+      if (next !== null && !seen.has(next)) {
+        seen.add(next);
+        queue.push(next);
+      }
+    }
+  }
+  return false;
 }
 
 async function runMode(
@@ -199,12 +231,12 @@ async function runMode(
         const cur = await api.route('voice', src, dst);
         const links = cur?.primary?.links ?? [];
         const link = links[Math.min(pos, links.length - 1)];
-        if (link === undefined || cur?.backup === null) {
-          say(`  position ${pos + 1} #${i}: the route has no primary with a backup now; skipped`);
+        if (link === undefined) {
+          say(`  position ${pos + 1} #${i}: the route has no primary now; skipped`);
           await sleep(2000);
           continue;
         }
-        const prot = !(cur?.backup?.links ?? [link]).includes(link);
+        const prot = cur !== undefined && protectedFrom(cur, [link], topology, await upLinks(api));
         const te0 = await labTimeExceeded(namespaces);
         const failAt = now();
         await labFault(link, { kind: 'down' }, { stateDir });
@@ -233,7 +265,7 @@ async function runMode(
         const tr: Trial = { link, trial: i, protected: prot, ...s, convergedMs, loops, restore };
         result.push(tr);
         say(
-          `  ${link} #${i}${prot ? '' : ' (backup shares it)'}: gap ${s.gapMs.toFixed(0)} ms, lost ${s.lost}, dup ${s.duplicated}, reordered ${s.reordered}, loops ${loops}, routes converged ${convergedMs === null ? 'no' : `${convergedMs.toFixed(0)} ms`}; restore: gap ${restore.gapMs.toFixed(0)} ms, dup ${restore.duplicated}, reordered ${restore.reordered}`,
+          `  ${link} #${i}${prot ? '' : ' (no backup path avoids it)'}: gap ${s.gapMs.toFixed(0)} ms, lost ${s.lost}, dup ${s.duplicated}, reordered ${s.reordered}, loops ${loops}, routes converged ${convergedMs === null ? 'no' : `${convergedMs.toFixed(0)} ms`}; restore: gap ${restore.gapMs.toFixed(0)} ms, dup ${restore.duplicated}, reordered ${restore.reordered}`,
         );
       }
     }
@@ -317,7 +349,7 @@ function summary(r: ModeResult): string {
   return (
     `${r.mode}: ${r.trials.length} failures; gap p50 ${quantile(gaps, 0.5).toFixed(0)} ms, p99 ${quantile(gaps, 0.99).toFixed(0)} ms, max ${Math.max(...gaps).toFixed(0)} ms; ` +
     (unprot > 0 && prot.length > 0
-      ? `with a link-disjoint backup (${prot.length}): p50 ${quantile(prot, 0.5).toFixed(0)}, p99 ${quantile(prot, 0.99).toFixed(0)}, max ${Math.max(...prot).toFixed(0)} ms; ${unprot} with a backup sharing the failed link; `
+      ? `with a backup path avoiding the failed link (${prot.length}): p50 ${quantile(prot, 0.5).toFixed(0)}, p99 ${quantile(prot, 0.99).toFixed(0)}, max ${Math.max(...prot).toFixed(0)} ms; ${unprot} without one; `
       : '') +
     `lost ${sum((x) => x.lost)} (${(sum((x) => x.lost) / Math.max(1, r.trials.length)).toFixed(1)}/failure), duplicated ${sum((x) => x.duplicated)}, reordered ${sum((x) => x.reordered)}, loops ${sum((x) => x.loops)}; ` +
     `routes converged p50 ${quantile(conv, 0.5).toFixed(0)} ms, p99 ${quantile(conv, 0.99).toFixed(0)} ms, max ${Math.max(...conv).toFixed(0)} ms; ` +

@@ -3,6 +3,7 @@
  * Started detached by `meridian lab up`, stopped by `lab down` (SIGTERM).
  */
 import { readFileSync } from 'node:fs';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { LinkEmulator, type EmulatorConfig } from './link-emulator';
 
 async function main(): Promise<void> {
@@ -16,11 +17,41 @@ async function main(): Promise<void> {
   const emulator = new LinkEmulator(config);
   await emulator.start();
   process.stdout.write('ready\n');
+  watchStalls();
   const stop = (): void => {
     void emulator.close().then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+/** Event-loop stalls at least this long are logged. */
+const STALL_LOG_MS = 40;
+
+/**
+ * Logs (stderr: the lab's emulator.log) each event-loop stall: every lab link relays through this
+ * process, so a stall here delays every link at once, which the agents' probes read as every link
+ * dying together. The log tells that apart from real faults.
+ */
+function watchStalls(): void {
+  // Long garbage collections too, to tell our own pauses from a starved process.
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (e.duration >= STALL_LOG_MS / 2) {
+        process.stderr.write(`${new Date().toISOString()} gc pause ${Math.round(e.duration)} ms\n`);
+      }
+    }
+  }).observe({ entryTypes: ['gc'] });
+  const tickMs = 10;
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    const late = now - last - tickMs;
+    if (late >= STALL_LOG_MS) {
+      process.stderr.write(`${new Date().toISOString()} event loop stalled ${Math.round(late)} ms\n`);
+    }
+    last = now;
+  }, tickMs);
 }
 
 main().catch((err: unknown) => {
