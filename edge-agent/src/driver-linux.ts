@@ -82,6 +82,8 @@ const NFT_TABLE = 'meridian';
 /** Lines per `ip -batch` process, and attempts of a chunk the kernel refused for lack of memory. */
 const BATCH_CHUNK = 200;
 const ENOMEM_RETRIES = 8;
+/** Longest wait for one apply batch (up to BATCH_CHUNK seg6 route adds on a busy machine). */
+const APPLY_BATCH_TIMEOUT_MS = 60_000;
 const PREF_MIN = TABLE_BASE;
 /** The kernel is read again (instead of trusting the last apply) at least this often. */
 const KERNEL_REREAD_MS = 30_000;
@@ -148,6 +150,11 @@ export class LinuxPolicyDriver implements PolicyDriver {
    * after the first successful apply, restarted on demand, ended by {@link close}.
    */
   readonly #sessions = new Map<Family, IpBatchSession>();
+  /**
+   * The apply's own sessions (per family, 0 = none given): an apply's batch can take seconds on a
+   * busy router and a switch must not queue behind it.
+   */
+  readonly #applySessions = new Map<Family | 0, IpBatchSession>();
 
   /** The state left by the last apply, while it can be trusted (see `#known`). */
   #fresh(): KnownState | null {
@@ -177,32 +184,60 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   /**
-   * Runs lines through `ip -batch`, in chunks. A seg6 encapsulation route allocates per-CPU
+   * Runs lines through the apply session of `family` (a long-lived `ip -force -batch -`, see
+   * ip-batch-session.ts: an apply on every site after a failure used to fork ~10 processes per
+   * agent, and ten agents forking at once saturated the lab's two CPUs — the link emulator then
+   * stalled and every link read down), in chunks. A seg6 encapsulation route allocates per-CPU
    * memory atomically, and that pool can run dry for a moment under a burst of route adds
-   * (`percpu: allocation failed … atomic`, "Cannot allocate memory"): the chunk is retried after a
-   * pause that lets the kernel refill it. Lines must be idempotent (`replace`, or dels of existing).
+   * (`percpu: allocation failed … atomic`, "Cannot allocate memory"): the lines that failed so are
+   * retried after a pause that lets the kernel refill it (`-force` ran the others). Lines must be
+   * idempotent (`replace`, or dels of existing).
    */
   async #batch(family: Family | null, lines: readonly string[]): Promise<void> {
-    const fam = family === null ? [] : [`-${family}`];
     for (let start = 0; start < lines.length; start += BATCH_CHUNK) {
       let chunk = lines.slice(start, start + BATCH_CHUNK);
       for (let attempt = 1; ; attempt++) {
-        const r = await this.#ipCmd([...fam, '-batch', '-'], chunk.join('\n') + '\n');
-        if (r.code === 0) break;
-        const m = /Command failed -:(\d+)/.exec(r.stderr);
-        const failedAt = m?.[1] !== undefined ? Number(m[1]) - 1 : 0;
-        const line = chunk[failedAt];
-        if (/Cannot allocate memory/.test(r.stderr) && attempt < ENOMEM_RETRIES) {
-          // Everything before the failed line is in; go on from it after a pause.
-          chunk = chunk.slice(failedAt);
+        const out = await this.#applyLines(family, chunk);
+        if (!out.ok) {
+          throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip batch failed (${out.reason})`, {
+            detail: out.detail.trim(),
+          });
+        }
+        const failed: [string, string][] = [];
+        out.answer.errors.forEach((e, i) => {
+          if (e !== null) failed.push([chunk[i] ?? '', e]);
+        });
+        if (failed.length === 0) break;
+        const other = failed.find(([, e]) => !/Cannot allocate memory/.test(e));
+        if (other === undefined && attempt < ENOMEM_RETRIES) {
+          chunk = failed.map(([line]) => line);
           await new Promise((res) => setTimeout(res, 20 * attempt));
           continue;
         }
-        throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip refused '${line ?? chunk[0] ?? ''}'`, {
-          detail: r.stderr.trim(),
-        });
+        const [line, err] = other ?? failed[0]!;
+        throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip refused '${line}'`, { detail: err.trim() });
       }
     }
+  }
+
+  /** Apply lines through the family's apply session, once more on a new process if it died. */
+  async #applyLines(family: Family | null, lines: readonly string[]): Promise<IpBatchOutcome> {
+    const key = family ?? 0;
+    let session = this.#applySessions.get(key);
+    if (session === undefined) {
+      session = new IpBatchSession({
+        ...(family !== null ? { family } : {}),
+        ipBin: this.#ip,
+        timeoutMs: APPLY_BATCH_TIMEOUT_MS,
+        ...(this.#netns !== undefined ? { netns: this.#netns } : {}),
+      });
+      this.#applySessions.set(key, session);
+    }
+    const first = await session.run(lines);
+    if (first.ok || first.reason !== 'exited' || /Command line is not complete|Error:/.test(first.detail)) {
+      return first;
+    }
+    return session.run(lines);
   }
 
   async #json<T>(args: readonly string[]): Promise<T> {
@@ -594,8 +629,9 @@ export class LinuxPolicyDriver implements PolicyDriver {
     await this.#batch(4, add4);
     await this.#batch(6, add6);
     const comment = known !== null ? known.nft : await this.#readNftComment();
+    const stamp = `meridian:${policy.hash}:${policy.version}`;
     let nftChanged = 0;
-    if (comment !== `meridian:${policy.hash}:${policy.version}`) {
+    if (comment !== stamp) {
       const r = await this.#nftCmd(['-f', '-'], this.#renderNft(policy));
       if (r.code !== 0) {
         throw new DriverError('AGENT_ERR_DRIVER_APPLY', 'nft refused the classifier', {
@@ -613,7 +649,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
         routes: new Map(
           want.routes.map((r) => [`${r.family}|${r.table}|${normDst(r.dst, r.family)}`, r.signature]),
         ),
-        nft: `meridian:${policy.hash}:${policy.version}`,
+        nft: stamp,
         at: known?.at ?? performance.now(),
       };
     }
@@ -684,7 +720,6 @@ export class LinuxPolicyDriver implements PolicyDriver {
       }
     }
     if (lines.length === 0) return out;
-    this.#known = null;
     this.#epoch++;
     // IPv4 first (those rules pick the encapsulation: traffic moves with them), then IPv6 for the
     // routes whose IPv4 rule is gone. A rule already gone is a success here (`changed: false`).
@@ -717,13 +752,40 @@ export class LinuxPolicyDriver implements PolicyDriver {
         fail(key, `ip -6 ${lines[i] ?? ''}: ${v6.answer.errors[j] ?? ''}`);
       else out.set(key, { ok: true, changed: e === null });
     }
+    this.#patchKnown(pending, out, false);
     return out;
+  }
+
+  /**
+   * Keeps the last-applied state (`#known`) true after a switch instead of dropping it: a dropped
+   * state costs the next apply four kernel reads, and after a failure every site switches and then
+   * applies. A switch whose outcome is not fully known drops it. (During an apply `#known` is null
+   * and the apply's epoch check keeps it so.)
+   */
+  #patchKnown(keys: readonly string[], out: ReadonlyMap<string, RerouteOutcome>, present: boolean): void {
+    const k = this.#known;
+    if (k === null) return;
+    if (keys.some((key) => out.get(key)?.ok !== true)) {
+      this.#known = null;
+      return;
+    }
+    const slots = new Set(keys.map((key) => (this.#route(key) as PolicyRoute).slot));
+    const isPrimaryRule = (r: RuleSpec): boolean =>
+      [...slots].some((slot) => r.pref === primaryTable(slot) && r.fwmark === markOf(slot));
+    const rules = k.rules.filter((r) => !isPrimaryRule(r));
+    if (present) {
+      for (const slot of slots) {
+        for (const family of [4, 6] as const) {
+          rules.push({ family, pref: primaryTable(slot), fwmark: markOf(slot), table: primaryTable(slot) });
+        }
+      }
+    }
+    this.#known = { ...k, rules };
   }
 
   async activatePrimary(key: string): Promise<RerouteOutcome> {
     const r = this.#route(key);
     if (r instanceof DriverError) return { ok: false, error: r };
-    this.#known = null;
     this.#epoch++;
     // No read of the rules first (a spawn): an add of a rule already there fails "File exists".
     const line = `rule add pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`;
@@ -733,6 +795,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
       const res = await this.#switch(family, [line]);
       const e = res.ok ? (res.answer.errors[0] ?? null) : `${res.reason}: ${res.detail}`;
       if (e !== null && !(res.ok && ALREADY_THERE.test(e))) {
+        this.#known = null;
         return {
           ok: false,
           error: new DriverError('AGENT_ERR_DRIVER_APPLY', `cannot switch '${key}' to primary`, {
@@ -742,7 +805,9 @@ export class LinuxPolicyDriver implements PolicyDriver {
       }
       changed ||= e === null;
     }
-    return { ok: true, changed };
+    const result = { ok: true as const, changed };
+    this.#patchKnown([key], new Map([[key, result]]), true);
+    return result;
   }
 
   #session(family: Family): IpBatchSession {
@@ -788,12 +853,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
         throw new DriverError('AGENT_ERR_DRIVER_APPLY', 'cannot delete nft table', { detail: r.stderr });
     }
     this.#current = null;
+    // Nothing owned is left to switch or apply to: no ip process stays behind.
+    await this.close();
   }
 
-  /** Ends the switch sessions' ip processes (a later switch starts new ones). */
+  /** Ends the sessions' ip processes (a later switch or apply starts new ones). */
   async close(): Promise<void> {
-    const sessions = [...this.#sessions.values()];
+    const sessions = [...this.#sessions.values(), ...this.#applySessions.values()];
     this.#sessions.clear();
+    this.#applySessions.clear();
     await Promise.all(sessions.map((s) => s.close()));
   }
 }

@@ -126,10 +126,11 @@ t.test('fast-reroute switches through persistent ip sessions', async (t) => {
   const driver = new LinuxPolicyDriver({ netns: ns });
   t.teardown(() => driver.close());
 
-  await t.test('apply starts the two sessions', async (t) => {
+  await t.test('apply runs through sessions and starts the switch sessions', async (t) => {
     const r = await driver.apply(fx.policy);
     t.ok(r.ok, r.ok ? `${r.changes} changes` : `${r.error.message} ${String(r.error.detail)}`);
-    t.equal(sessionPids(ns).length, 2, 'one ip -batch per family, before any switch');
+    // The apply's own sessions (one per family it used) and the two switch sessions.
+    t.ok(sessionPids(ns).length >= 2, `${sessionPids(ns).length} ip -batch sessions, before any switch`);
     for (const k of [voice, bulk]) t.ok(has(k, 4) && has(k, 6), `${k} on its primary`);
   });
 
@@ -185,14 +186,14 @@ t.test('fast-reroute switches through persistent ip sessions', async (t) => {
 
   await t.test('a switch after the ip processes were killed still works', async (t) => {
     const before = sessionPids(ns);
-    t.equal(before.length, 2);
+    t.ok(before.length >= 2, 'the sessions run');
     for (const pid of before) process.kill(pid, 'SIGKILL');
     // At once, before the agent has seen the exits: the batch is retried on a new process.
     t.same(await driver.activateBackup(voice), { ok: true, changed: true });
     t.notOk(has(voice, 4) || has(voice, 6), 'the kernel moved');
     for (const pid of before) t.ok(await gone(pid), `killed ${pid} gone`);
     const after = sessionPids(ns);
-    t.equal(after.length, 2, 'two new sessions');
+    t.equal(after.length, 2, 'two new sessions (the switch ones; the apply ones start on the next apply)');
     t.notOk(
       after.some((p) => before.includes(p)),
       'new pids',
@@ -208,20 +209,21 @@ t.test('fast-reroute switches through persistent ip sessions', async (t) => {
   await t.test(
     'an ip session that cannot work gives a typed failure, and the kernel is untouched',
     async (t) => {
-      // Every session process of this driver fails at start ("Cannot open network namespace …:
-      // No such file or directory", which must not read as "rule already gone"); applies work.
+      // Every per-family session process of this driver fails at start ("Cannot open network
+      // namespace …: No such file or directory", which must not read as "rule already gone"); an
+      // apply with nothing to change only runs its family-less batch (`sr tunsrc`), which works.
       const dir = mkdtempSync(path.join(os.tmpdir(), 'meridian-ipsess-'));
       t.teardown(() => rmSync(dir, { recursive: true, force: true }));
       const wrapper = path.join(dir, 'ip');
       writeFileSync(
         wrapper,
-        '#!/bin/sh\ncase " $* " in *" -force -batch - "*) exec ip -n mrsw-none-$$ -force -batch - ;; esac\nexec ip "$@"\n',
+        '#!/bin/sh\ncase " $* " in *" -4 -force -batch - "*|*" -6 -force -batch - "*) exec ip -n mrsw-none-$$ -force -batch - ;; esac\nexec ip "$@"\n',
       );
       chmodSync(wrapper, 0o755);
       const broken = new LinuxPolicyDriver({ netns: ns, ipBin: wrapper });
       t.teardown(() => broken.close());
       const applied = await broken.apply(fx.policy);
-      t.ok(applied.ok && applied.changes === 0, 'apply (spawned ip) works');
+      t.ok(applied.ok && applied.changes === 0, 'apply (nothing to change) works');
       const b = await broken.activateBackup(voice);
       t.equal(b.ok ? '' : b.error.code, 'AGENT_ERR_DRIVER_APPLY', 'to backup: typed failure');
       t.match(b.ok ? '' : b.error.detail, /Cannot open network namespace/, "ip's words in detail");
