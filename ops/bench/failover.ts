@@ -1,9 +1,11 @@
 // `npm run bench:failover` (root): how long voice stops when a link on its path dies, on the
 // namespace lab with the real controller and agents (lab-services.ts), in two runs:
-//   frr        agents with per-path probes and local fast reroute (the default)
+//   frr        agents with local fast reroute: link alarms from both ends of each link, budgeted
+//              per-path probes (the default)
 //   controller agents with --no-fast-reroute: only the controller's recompute moves traffic
 // A 50 packets/s voice stream (UDP, DSCP 46, 160 bytes) runs between two edge sites (the voice
-// route between edge sites with the longest primary that has a backup). For each position on its
+// route between edge sites with the longest primary each of whose links some backup path avoids:
+// the route's backup or the policy's protection path). For each position on its
 // primary, TRIALS times: fail the link at that position of the path active then (emulator: drop everything), measure at the receiver the
 // longest gap between packets, lost, duplicated and reordered packets, ICMP time-exceeded in the
 // whole lab (loops), and the time until the controller's voice route avoids the link (GET
