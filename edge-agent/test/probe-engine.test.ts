@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { ProbeEngine, type LivenessChange, type ProbePlan, type ProbeReport } from '../src/probe-engine';
 import { ProbeReflector } from '../src/probe-reflector';
@@ -163,4 +164,49 @@ t.test('foreign and malformed datagrams on the engine socket are counted and dro
   await sendRaw(enginePort, encodeProbeRequest({ senderId: 1, sessionId: 1, seq: 1, t1: 1 }));
   t.ok(await until(() => engine.counters().malformed === 1 && engine.counters().foreign === 1));
   t.notOk(engine.closed);
+});
+
+t.test('replies queued during a stall are read before any verdict (more than one poll holds)', async (t) => {
+  // A peer reflector on its own thread that answers after 100 ms: ~4 probes per target in flight.
+  const peer = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     const dgram = require('node:dgram');
+     const sock = dgram.createSocket('udp4');
+     sock.on('message', (m, r) => setTimeout(() => {
+       m.writeUInt8(2, 5); // reply
+       sock.send(m, r.port, r.address);
+     }, 100));
+     sock.bind(0, '127.0.0.1', () => parentPort.postMessage(sock.address().port));`,
+    { eval: true },
+  );
+  t.teardown(() => peer.terminate());
+  const port = await new Promise<number>((resolve) => peer.once('message', resolve));
+  const targets = Array.from({ length: 40 }, (_, i) => ({
+    link: `L${i}`,
+    peerSite: 'B',
+    host: '127.0.0.1',
+    port,
+  }));
+  const { engine, changes } = await engineWith(
+    t,
+    plan(port, { intervalMs: 25, timeoutMs: 1000, downAfterMisses: 3, targets }),
+  );
+  t.ok(
+    await until(() => engine.links().every((l) => l.alive === true && (l.srttMs ?? 0) >= 80), 5000),
+    'every link up with its replies ~100 ms late (probes in flight)',
+  );
+  await sleep(300);
+  const downBefore = changes.filter((c) => !c.up).length;
+  // The agent thread stalls 250 ms: ~160 replies queue on the one socket, and every pending
+  // probe's liveness deadline passes meanwhile. One poll reads only 32 of them.
+  const start = performance.now();
+  while (performance.now() - start < 250) {
+    // busy
+  }
+  await sleep(300);
+  t.equal(changes.filter((c) => !c.up).length - downBefore, 0, 'no link declared down by the stall');
+  t.ok(
+    engine.links().every((l) => l.alive === true),
+    'every link still up',
+  );
 });
