@@ -216,8 +216,13 @@ export class FastReroute extends EventEmitter<{ reroute: [FastRerouteEvent] }> {
       const same = (a: PathState | null | undefined, b: PathState | null): boolean =>
         (a ?? null) === null ? b === null : b !== null && a!.links.join('>') === b.links.join('>');
       const changed = prev === undefined || !same(prev.primary, r.primary) || !same(prev.backup, r.backup);
-      // The driver activates a changed primary; the decider must agree with the kernel.
-      if (changed || (this.#decider.active(r.slot) === 'backup' && !activeBackups.has(r.slot))) {
+      // The decider must agree with the kernel. The driver activates a changed primary, but keeps a
+      // route on its backup while the primary path is unchanged (only the backup moved): the
+      // decider then holds it on backup too, or it would never revert it (stuck on backup until
+      // the controller happened to move the primary).
+      if (activeBackups.has(r.slot)) {
+        if (changed || this.#decider.active(r.slot) !== 'backup') this.#decider.heldOnBackup(r.slot);
+      } else if (changed || this.#decider.active(r.slot) === 'backup') {
         this.#decider.restored(r.slot);
       }
     }

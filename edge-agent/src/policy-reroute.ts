@@ -92,6 +92,19 @@ export class RerouteDecider {
     Object.assign(r.backup, fresh());
   }
 
+  /**
+   * The kernel has the route on its backup (kept there by the driver across a policy whose
+   * primary path did not change): the decider agrees, with fresh health, so that the primary's
+   * answers can bring it back (see FastReroute's revert) and its losses keep it where it is.
+   */
+  heldOnBackup(slot: number): void {
+    const r = this.#routes.get(slot);
+    if (r === undefined || !r.hasBackup) return;
+    r.active = 'backup';
+    Object.assign(r.primary, fresh());
+    Object.assign(r.backup, fresh());
+  }
+
   /** Which path a route uses according to the decider. */
   active(slot: number): PathRole | null {
     return this.#routes.get(slot)?.active ?? null;

@@ -108,6 +108,25 @@ t.test('restored() puts a route back on its primary with fresh health', (t) => {
   t.end();
 });
 
+t.test('heldOnBackup(): the kernel kept a route on backup, the decider follows with fresh health', (t) => {
+  const d = new RerouteDecider({ downAfterMisses: 2 });
+  d.setPolicy(policy);
+  t.equal(d.active(8), 'primary');
+  d.heldOnBackup(8);
+  t.equal(d.active(8), 'backup');
+  t.equal(d.observe(8, 'primary', false), null, 'primary losses keep it on backup');
+  t.equal(d.observe(8, 'backup', false), null);
+  t.match(
+    d.observe(8, 'backup', false),
+    { action: 'activate-primary', reason: 'backup path down, primary up' },
+    'its backup dying moves it back (the primary is not known down)',
+  );
+  d.heldOnBackup(9);
+  t.equal(d.active(9), 'primary', 'a route without a backup cannot be on it');
+  d.heldOnBackup(99);
+  t.end();
+});
+
 t.test('a link alarm moves a route off a dead primary at once, and not onto a dead backup', (t) => {
   const d = new RerouteDecider();
   d.setPolicy(policy);
