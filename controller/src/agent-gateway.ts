@@ -386,8 +386,9 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
         }
         this.counters.reports++;
         const now = Date.now();
-        // Each link is probed from both ends; the estimator takes its reporter's measurements only.
-        const links = msg.report.links.filter((l) => this.#reporters.get(l.link) === s.site);
+        // Each link is probed from both ends; the estimator takes its reporter's measurements only
+        // (a link the plan gives no reporter yet: whichever end reports).
+        const links = msg.report.links.filter((l) => (this.#reporters.get(l.link) ?? s.site) === s.site);
         for (const l of links) this.#estimator.ingestLinkStats(s.site, l, now);
         this.emit(
           'report',

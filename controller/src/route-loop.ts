@@ -3,14 +3,17 @@
  *
  * It owns the controller's `RouteEngine` (incremental, with hysteresis). `link-change` events are
  * gathered and applied to the engine in one `update()`. How long they are gathered depends on what
- * changed: a link going down (or stale) is urgent and waits only `coalesceMs` (a failure usually
- * moves several links within a few ms); metric changes and links coming back are not, and run at
- * most once per `qualityIntervalMs`. Without that split a noisy network (or a starved host) turns
+ * changed: a link going down, stale or back up is urgent and waits only `coalesceMs` (a failure
+ * usually moves several links within a few ms; a link back up gives routes their protection path
+ * again, see forwarding-backup.ts); metric changes are not, and run at most once per
+ * `qualityIntervalMs`. Without that split a noisy network (or a starved host) turns
  * every report into a policy version: each version costs every agent a kernel update, which adds
  * the very delay and jitter that triggered it, and the loop feeds itself. When routes changed the
  * whole route set is compiled; only
  * sites whose policy hash differs from their current version get a new version (one number per
- * cycle, from the store), which is written to the store and then handed to the distributor.
+ * cycle, from the store), which is written to the store and then handed to the distributor. A
+ * cycle with a liveness change compiles even when no route changed: the policies' forwarding
+ * backups (protection paths) depend on which links are up, not only on the routes.
  *
  * Without an addressing plan the loop still keeps the routes current (API, events) but compiles
  * and distributes nothing: policies are addresses and SIDs, and only a plan says what they are.
@@ -164,6 +167,8 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
   /** When `#timer` fires (performance.now() ms), Infinity when unarmed. */
   #timerAt = Infinity;
   /** When the last link-change cycle started (quality changes wait `qualityIntervalMs` after it). */
+  /** A liveness change (up, down, stale) is among the pending changes: compile even if no route moves. */
+  #pendingLiveness = false;
   #lastCycleAt = -Infinity;
   #retryTimer: NodeJS.Timeout | undefined;
   #queue: Promise<void> = Promise.resolve();
@@ -256,7 +261,8 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       this.#detectWall = Date.now();
     }
     this.#pending.set(c.id, linkStateOf(c.state));
-    const urgent = c.liveness && c.state.up !== true;
+    if (c.liveness) this.#pendingLiveness = true;
+    const urgent = c.liveness;
     const due = urgent
       ? now + this.#coalesceMs
       : Math.max(now + this.#coalesceMs, this.#lastCycleAt + this.#qualityIntervalMs);
@@ -269,9 +275,11 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       this.#lastCycleAt = performance.now();
       const changes = new Map(this.#pending);
       this.#pending.clear();
+      const liveness = this.#pendingLiveness;
+      this.#pendingLiveness = false;
       const start = this.#detectStart;
       const wall = this.#detectWall;
-      void this.#enqueue(() => this.#cycle('link-change', changes, start, wall, false));
+      void this.#enqueue(() => this.#cycle('link-change', changes, start, wall, liveness));
     }, due - now);
   }
 

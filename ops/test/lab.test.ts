@@ -216,8 +216,17 @@ t.test('lab on namespaces', async (t) => {
   t.equal(cli(['fault', 'x-y', 'delay', '3', '1']).status, 0);
   t.equal(cli(['frobnicate']).status, 2);
 
-  // A crash: the emulator dies; lab down still removes everything.
+  // The data plane (emulator, socat relays) runs real-time, above every control-plane task.
   const state = readLabState(stateDir)!;
+  const dataPlane = state.pids.filter((p) => p.what === 'link-emulator' || p.what === 'socat');
+  t.equal(dataPlane.length, 1 + 2 * 3, 'the emulator and a relay per link end');
+  for (const p of dataPlane) {
+    // /proc/PID/stat field 41 is the scheduling policy (1 = SCHED_FIFO); fields after "(comm) ".
+    const fields = readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    t.equal(fields[41 - 3], '1', `${p.what} ${p.pid} runs SCHED_FIFO`);
+  }
+
+  // A crash: the emulator dies; lab down still removes everything.
   const emuPid = state.pids.find((p) => p.what === 'link-emulator')!.pid;
   process.kill(emuPid, 'SIGKILL');
   const r = await labDown({ stateDir });
