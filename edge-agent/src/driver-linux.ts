@@ -84,6 +84,11 @@ const BATCH_CHUNK = 200;
 const ENOMEM_RETRIES = 8;
 /** Longest wait for one apply batch (up to BATCH_CHUNK seg6 route adds on a busy machine). */
 const APPLY_BATCH_TIMEOUT_MS = 60_000;
+/** ip's own refusal of a line's syntax (it then exits): a retry on a new process cannot help. */
+const IP_PARSE_ERROR = /Command line is not complete|Error:/;
+
+/** What a batch session serves (see `#session`). */
+type SessionUse = 'switch' | 'apply';
 const PREF_MIN = TABLE_BASE;
 /** The kernel is read again (instead of trusting the last apply) at least this often. */
 const KERNEL_REREAD_MS = 30_000;
@@ -145,16 +150,12 @@ export class LinuxPolicyDriver implements PolicyDriver {
    */
   #epoch = 0;
   /**
-   * One persistent `ip -force -batch -` per family for fast-reroute switches: a switch is a write
-   * to a pipe, not a process spawn (which forks the agent and took 40–95 ms under load). Started
-   * after the first successful apply, restarted on demand, ended by {@link close}.
+   * Persistent `ip -force -batch -` processes by use and family (see `#session`): a switch or an
+   * apply batch is a write to a pipe, not a process spawn (which forks the agent and took 40–95 ms
+   * under load). The switch ones start after the first successful apply; all restart on demand and
+   * end with {@link close}.
    */
-  readonly #sessions = new Map<Family, IpBatchSession>();
-  /**
-   * The apply's own sessions (per family, 0 = none given): an apply's batch can take seconds on a
-   * busy router and a switch must not queue behind it.
-   */
-  readonly #applySessions = new Map<Family | 0, IpBatchSession>();
+  readonly #sessions = new Map<string, IpBatchSession>();
 
   /** The state left by the last apply, while it can be trusted (see `#known`). */
   #fresh(): KnownState | null {
@@ -197,7 +198,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
     for (let start = 0; start < lines.length; start += BATCH_CHUNK) {
       let chunk = lines.slice(start, start + BATCH_CHUNK);
       for (let attempt = 1; ; attempt++) {
-        const out = await this.#applyLines(family, chunk);
+        const out = await this.#runLines('apply', family, chunk);
         if (!out.ok) {
           throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip batch failed (${out.reason})`, {
             detail: out.detail.trim(),
@@ -218,26 +219,6 @@ export class LinuxPolicyDriver implements PolicyDriver {
         throw new DriverError('AGENT_ERR_DRIVER_APPLY', `ip refused '${line}'`, { detail: err.trim() });
       }
     }
-  }
-
-  /** Apply lines through the family's apply session, once more on a new process if it died. */
-  async #applyLines(family: Family | null, lines: readonly string[]): Promise<IpBatchOutcome> {
-    const key = family ?? 0;
-    let session = this.#applySessions.get(key);
-    if (session === undefined) {
-      session = new IpBatchSession({
-        ...(family !== null ? { family } : {}),
-        ipBin: this.#ip,
-        timeoutMs: APPLY_BATCH_TIMEOUT_MS,
-        ...(this.#netns !== undefined ? { netns: this.#netns } : {}),
-      });
-      this.#applySessions.set(key, session);
-    }
-    const first = await session.run(lines);
-    if (first.ok || first.reason !== 'exited' || /Command line is not complete|Error:/.test(first.detail)) {
-      return first;
-    }
-    return session.run(lines);
   }
 
   async #json<T>(args: readonly string[]): Promise<T> {
@@ -534,7 +515,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
       const result = await this.#sync(policy);
       this.#current = policy;
       // Now, so that the first switch does not pay the spawns.
-      for (const family of [4, 6] as const) this.#session(family).start();
+      for (const family of [4, 6] as const) this.#session('switch', family).start();
       return { ok: true, hash: policy.hash, ...result };
     } catch (err) {
       const error =
@@ -704,6 +685,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
     const lines: string[] = [];
     /** The key of each line. */
     const pending: string[] = [];
+    const slots: number[] = [];
     for (const key of keys) {
       const r = this.#route(key);
       if (r instanceof DriverError) out.set(key, { ok: false, error: r });
@@ -717,13 +699,14 @@ export class LinuxPolicyDriver implements PolicyDriver {
           `rule del pref ${primaryTable(r.slot)} fwmark ${hex(markOf(r.slot))} table ${primaryTable(r.slot)}`,
         );
         pending.push(key);
+        slots.push(r.slot);
       }
     }
     if (lines.length === 0) return out;
     this.#epoch++;
     // IPv4 first (those rules pick the encapsulation: traffic moves with them), then IPv6 for the
     // routes whose IPv4 rule is gone. A rule already gone is a success here (`changed: false`).
-    const v4 = await this.#switch(4, lines);
+    const v4 = await this.#runLines('switch', 4, lines);
     const fail = (key: string, detail: string): void => {
       out.set(key, {
         ok: false,
@@ -739,7 +722,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
     // IPv6 only where the IPv4 rule is gone: the IPv6 rule resolves the first segment of the
     // path the IPv4 rule still picks.
     const next = lines.flatMap((_, i) => (gone(e4[i] ?? null) ? [i] : []));
-    const v6 = await this.#switch(
+    const v6 = await this.#runLines(
+      'switch',
       6,
       next.map((i) => lines[i] ?? ''),
     );
@@ -752,7 +736,11 @@ export class LinuxPolicyDriver implements PolicyDriver {
         fail(key, `ip -6 ${lines[i] ?? ''}: ${v6.answer.errors[j] ?? ''}`);
       else out.set(key, { ok: true, changed: e === null });
     }
-    this.#patchKnown(pending, out, false);
+    this.#patchKnown(
+      slots,
+      pending.every((key) => out.get(key)?.ok === true),
+      false,
+    );
     return out;
   }
 
@@ -762,17 +750,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
    * applies. A switch whose outcome is not fully known drops it. (During an apply `#known` is null
    * and the apply's epoch check keeps it so.)
    */
-  #patchKnown(keys: readonly string[], out: ReadonlyMap<string, RerouteOutcome>, present: boolean): void {
+  #patchKnown(slots: readonly number[], allOk: boolean, present: boolean): void {
     const k = this.#known;
     if (k === null) return;
-    if (keys.some((key) => out.get(key)?.ok !== true)) {
+    if (!allOk) {
       this.#known = null;
       return;
     }
-    const slots = new Set(keys.map((key) => (this.#route(key) as PolicyRoute).slot));
-    const isPrimaryRule = (r: RuleSpec): boolean =>
-      [...slots].some((slot) => r.pref === primaryTable(slot) && r.fwmark === markOf(slot));
-    const rules = k.rules.filter((r) => !isPrimaryRule(r));
+    const switched = new Set(slots.map((slot) => `${primaryTable(slot)}|${markOf(slot)}`));
+    const rules = k.rules.filter((r) => !switched.has(`${r.pref}|${r.fwmark}`));
     if (present) {
       for (const slot of slots) {
         for (const family of [4, 6] as const) {
@@ -792,7 +778,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
     let changed = false;
     // IPv6 first so the first segment resolves as soon as the IPv4 rule moves traffic.
     for (const family of [6, 4] as const) {
-      const res = await this.#switch(family, [line]);
+      const res = await this.#runLines('switch', family, [line]);
       const e = res.ok ? (res.answer.errors[0] ?? null) : `${res.reason}: ${res.detail}`;
       if (e !== null && !(res.ok && ALREADY_THERE.test(e))) {
         this.#known = null;
@@ -805,33 +791,41 @@ export class LinuxPolicyDriver implements PolicyDriver {
       }
       changed ||= e === null;
     }
-    const result = { ok: true as const, changed };
-    this.#patchKnown([key], new Map([[key, result]]), true);
-    return result;
+    this.#patchKnown([r.slot], true, true);
+    return { ok: true, changed };
   }
 
-  #session(family: Family): IpBatchSession {
-    let s = this.#sessions.get(family);
+  /**
+   * The session of one use and family (`null`: no family flag), started on first use. Switches and
+   * applies have their own: an apply's batch can take seconds on a busy router (hence its longer
+   * timeout) and a switch must not queue behind it.
+   */
+  #session(use: SessionUse, family: Family | null): IpBatchSession {
+    const key = `${use}|${family ?? '-'}`;
+    let s = this.#sessions.get(key);
     if (s === undefined) {
       s = new IpBatchSession({
-        family,
+        ...(family !== null ? { family } : {}),
         ipBin: this.#ip,
+        ...(use === 'apply' ? { timeoutMs: APPLY_BATCH_TIMEOUT_MS } : {}),
         ...(this.#netns !== undefined ? { netns: this.#netns } : {}),
       });
-      this.#sessions.set(family, s);
+      this.#sessions.set(key, s);
     }
     return s;
   }
 
   /**
-   * Switch lines through the family's session. A process that died under the batch (killed, or
-   * gone before the session noticed) gets one more try on a new one: rule add/del lines can run
-   * twice (the second run finds the rule there / gone).
+   * Lines through a session. A process that died under the batch (killed, or gone before the
+   * session noticed) gets one more try on a new one — every line the driver sends can run twice
+   * (rule add/del find the rule there / gone, routes are `replace`) — unless ip itself refused a
+   * line's syntax, which would only make it exit again.
    */
-  async #switch(family: Family, lines: readonly string[]): Promise<IpBatchOutcome> {
-    const first = await this.#session(family).run(lines);
-    if (first.ok || first.reason !== 'exited') return first;
-    return this.#session(family).run(lines);
+  async #runLines(use: SessionUse, family: Family | null, lines: readonly string[]): Promise<IpBatchOutcome> {
+    const session = this.#session(use, family);
+    const first = await session.run(lines);
+    if (first.ok || first.reason !== 'exited' || IP_PARSE_ERROR.test(first.detail)) return first;
+    return session.run(lines);
   }
 
   async removeAll(): Promise<void> {
@@ -859,9 +853,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
 
   /** Ends the sessions' ip processes (a later switch or apply starts new ones). */
   async close(): Promise<void> {
-    const sessions = [...this.#sessions.values(), ...this.#applySessions.values()];
+    const sessions = [...this.#sessions.values()];
     this.#sessions.clear();
-    this.#applySessions.clear();
     await Promise.all(sessions.map((s) => s.close()));
   }
 }
