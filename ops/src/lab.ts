@@ -129,16 +129,25 @@ const DATA_PLANE_RT_PRIORITY = 10;
 const DATA_PLANE_NICE = -10;
 
 /**
- * Runs a process with the lab data plane's scheduling (see {@link DATA_PLANE_RT_PRIORITY}); also for
- * what stands for the users' devices (benchmark traffic endpoints). Not allowed (not root): left
+ * Runs a lab data-plane process (emulator, socat) with the data plane's scheduling (see
+ * {@link DATA_PLANE_RT_PRIORITY}); nice −10 where real-time is not allowed.
+ */
+function dataPlaneScheduling(pid: number): void {
+  const rt = spawnSync('chrt', ['-a', '-f', '-p', String(DATA_PLANE_RT_PRIORITY), String(pid)], {
+    stdio: 'ignore',
+  });
+  if (rt.status !== 0) dataPlanePriority(pid);
+}
+
+/**
+ * Nice −10 for what stands for the users' devices (benchmark traffic endpoints): above the
+ * control plane, but not real-time. They are short-lived Node processes started during a test,
+ * and a multi-threaded Node starting up at SCHED_FIFO among the lab's real-time relays can starve
+ * its own helper threads (CI once saw a receiver not ready in 10 s). Not allowed (not root): left
  * as it is.
  */
 export function dataPlanePriority(pid: number | undefined): void {
   if (pid === undefined) return;
-  const rt = spawnSync('chrt', ['-a', '-f', '-p', String(DATA_PLANE_RT_PRIORITY), String(pid)], {
-    stdio: 'ignore',
-  });
-  if (rt.status === 0) return;
   try {
     os.setPriority(pid, DATA_PLANE_NICE);
   } catch {
@@ -153,7 +162,7 @@ function spawnDetached(dir: string, name: string, cmd: string, args: readonly st
   closeSync(log);
   child.unref();
   if (child.pid === undefined) throw new OpsError('OPS_ERR_LAB_COMMAND', `cannot start ${cmd}`);
-  dataPlanePriority(child.pid);
+  dataPlaneScheduling(child.pid);
   return child.pid;
 }
 
