@@ -5,6 +5,7 @@ export * from './service-redis';
 export * from './service-influx';
 export * from './service-snmpd';
 export * from './lab';
+export * from './data-plane-scheduling';
 export * from './lab-plan';
 export * from './link-emulator';
 export * from './lab-command';

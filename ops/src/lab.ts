@@ -15,15 +15,15 @@
  * Everything made is recorded in a state file before it is made, so `lab down` removes it all
  * even after a crash; it also sweeps namespaces named `mrd-*` and devices `mm<N>`.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
 import { connect } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import type { Topology } from '@meridian/topology';
 import { OpsError } from './errors';
 import type { EmulatedLinkConfig, EmulatorConfig } from './link-emulator';
 import { labPlan, type LabPlan } from './lab-plan';
+import { dataPlaneScheduling } from './data-plane-scheduling';
 
 export const LAB_STATE_DIR = process.env['MERIDIAN_LAB_DIR'] ?? '/run/meridian-lab';
 
@@ -113,46 +113,6 @@ function emulatorCommand(configFile: string): { cmd: string; args: string[] } {
   // Running from TypeScript sources (tests): reuse this process's loader flags.
   const ts = path.join(__dirname, 'link-emulator-main.ts');
   return { cmd: process.execPath, args: [...process.execArgv, ts, configFile] };
-}
-
-/**
- * Scheduling of the lab's data plane: the link emulator and the socat relays. They stand for the
- * WAN, which in production does not queue behind anyone's control plane; here they share two cores
- * with the controller and ten agents. At nice −10 they still got only their CFS share when a
- * failure made every agent apply a policy at once (~30 runnable tasks): the emulator stalled
- * 100–320 ms (its own stall log), every link went silent together, and every agent declared its
- * links down. So they run real-time (SCHED_FIFO, all threads), above any control-plane task; the
- * kernel's real-time throttling (95 % of each second) still leaves the rest of the machine alive.
- * Where real-time is not allowed, nice −10.
- */
-const DATA_PLANE_RT_PRIORITY = 10;
-const DATA_PLANE_NICE = -10;
-
-/**
- * Runs a lab data-plane process (emulator, socat) with the data plane's scheduling (see
- * {@link DATA_PLANE_RT_PRIORITY}); nice −10 where real-time is not allowed.
- */
-function dataPlaneScheduling(pid: number): void {
-  const rt = spawnSync('chrt', ['-a', '-f', '-p', String(DATA_PLANE_RT_PRIORITY), String(pid)], {
-    stdio: 'ignore',
-  });
-  if (rt.status !== 0) dataPlanePriority(pid);
-}
-
-/**
- * Nice −10 for what stands for the users' devices (benchmark traffic endpoints): above the
- * control plane, but not real-time. They are short-lived Node processes started during a test,
- * and a multi-threaded Node starting up at SCHED_FIFO among the lab's real-time relays can starve
- * its own helper threads (CI once saw a receiver not ready in 10 s). Not allowed (not root): left
- * as it is.
- */
-export function dataPlanePriority(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    os.setPriority(pid, DATA_PLANE_NICE);
-  } catch {
-    // The lab still works, only less steadily under load.
-  }
 }
 
 /** Starts a lab data-plane process (emulator, socat), detached, with the data plane's scheduling. */

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { LinkEmulator, type EmulatorConfig } from './link-emulator';
+import { onRealtimeBudgetExceeded } from './data-plane-scheduling';
 
 async function main(): Promise<void> {
   const file = process.argv[2];
@@ -23,6 +24,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // The real-time budget ran out (see data-plane-scheduling.ts): keep relaying, as a normal task.
+  onRealtimeBudgetExceeded((line) => process.stderr.write(line));
 }
 
 /** Event-loop stalls at least this long are logged. */

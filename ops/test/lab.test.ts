@@ -18,6 +18,7 @@ import {
 } from '../src/lab';
 import { parseFault } from '../src/lab-command';
 import { freeUdpPort } from '../src/free-port';
+import { DATA_PLANE_RT_BUDGET_HARD_US, DATA_PLANE_RT_BUDGET_SOFT_US } from '../src/data-plane-scheduling';
 
 function bind(sock: Socket, port: number): Promise<void> {
   return new Promise((res) => sock.bind(port, '127.0.0.1', () => res()));
@@ -224,6 +225,12 @@ t.test('lab on namespaces', async (t) => {
     // /proc/PID/stat field 41 is the scheduling policy (1 = SCHED_FIFO); fields after "(comm) ".
     const fields = readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     t.equal(fields[41 - 3], '1', `${p.what} ${p.pid} runs SCHED_FIFO`);
+    // ...with a real-time budget (data-plane-scheduling.ts), so a spinning one cannot starve the kernel.
+    t.match(
+      readFileSync(`/proc/${p.pid}/limits`, 'utf8'),
+      new RegExp(`Max realtime timeout\\s+${DATA_PLANE_RT_BUDGET_SOFT_US}\\s+${DATA_PLANE_RT_BUDGET_HARD_US}\\s`),
+      `${p.what} ${p.pid} has a real-time budget`,
+    );
   }
 
   // A crash: the emulator dies; lab down still removes everything.
