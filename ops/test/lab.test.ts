@@ -228,7 +228,9 @@ t.test('lab on namespaces', async (t) => {
     // ...with a real-time budget (data-plane-scheduling.ts), so a spinning one cannot starve the kernel.
     t.match(
       readFileSync(`/proc/${p.pid}/limits`, 'utf8'),
-      new RegExp(`Max realtime timeout\\s+${DATA_PLANE_RT_BUDGET_SOFT_US}\\s+${DATA_PLANE_RT_BUDGET_HARD_US}\\s`),
+      new RegExp(
+        `Max realtime timeout\\s+${DATA_PLANE_RT_BUDGET_SOFT_US}\\s+${DATA_PLANE_RT_BUDGET_HARD_US}\\s`,
+      ),
       `${p.what} ${p.pid} has a real-time budget`,
     );
   }
