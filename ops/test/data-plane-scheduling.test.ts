@@ -98,5 +98,6 @@ t.test(
       t.equal(child.exitCode, null, 'still running');
       t.equal(child.signalCode, null);
     });
+    t.end();
   },
 );
