@@ -249,7 +249,12 @@ export class Controller extends EventEmitter<ControllerEvents> {
     );
     this.#httpPlugins.push(
       routesApi(opts.topology, this.routeLoop),
-      policiesApi(this.routeLoop, this.policies, this.distributor),
+      policiesApi(
+        this.routeLoop,
+        this.policies,
+        this.distributor,
+        opts.topology.sites.map((s) => s.id),
+      ),
     );
     opts.snmp?.on('counters', (c) => this.#counters(c));
     opts.snmp?.on('device-error', (e) => log.warn({ device: e.device, code: e.code }, e.message));

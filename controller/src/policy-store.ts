@@ -11,15 +11,19 @@
  *
  * Redis keys (all JSON strings unless said):
  * - `meridian:policy:seq` — the counter (integer).
- * - `meridian:policy:<site>:<version>` — the site's policy of that version (as pushed).
+ * - `meridian:policy:<site>:<version>` — the site's policy of that version (as pushed), its JSON
+ *   zlib-deflated (`policy-blob.ts`; values written before that are plain JSON and still read).
  * - `meridian:policy:versions` — sorted set, score = version, member = the version's metadata.
  * - `meridian:policy:current` — hash, field = site, value = `{"version","hash"}`.
  * - `meridian:audit` — stream of operator actions (`XADD`, fields `action`, `detail`, `at`).
- * Reads are served from memory (loaded at start); Redis is written through, in one MULTI per version.
+ * Versions and current refs are served from memory (loaded at start); policies from a bounded cache
+ * of recently written or read ones, else from Redis. Redis is written through, in one MULTI per
+ * version.
  */
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { ControllerError } from './errors';
+import { decodePolicyBlob, encodePolicyBlobs } from './policy-blob';
 import type { CompiledSitePolicy } from './policy-compiler';
 
 /** Why a version was issued. */
@@ -65,8 +69,15 @@ export interface PolicyStore {
   current(): ReadonlyMap<string, PolicyRef>;
   /** Every issued version, oldest first. */
   versions(): readonly PolicyVersionMeta[];
+  /** Whether `version` was ever issued. */
+  issued(version: number): boolean;
   /** The policy of `site` at exactly `version`, or null. */
   get(site: string, version: number): Promise<CompiledSitePolicy | null>;
+  /**
+   * The policy of `site` in force right after `version` was issued: its latest policy of a
+   * version <= `version`; null when it had none by then.
+   */
+  policyAt(site: string, version: number): Promise<CompiledSitePolicy | null>;
   /**
    * The full policy set in force right after `version` was issued: per site, its latest policy
    * of a version <= `version`. Null when `version` was never issued.
@@ -131,17 +142,25 @@ abstract class BasePolicyStore {
 
   abstract get(site: string, version: number): Promise<CompiledSitePolicy | null>;
 
+  async policyAt(site: string, version: number): Promise<CompiledSitePolicy | null> {
+    let at: number | undefined;
+    for (const v of this.siteVersions.get(site) ?? []) if (v <= version) at = v;
+    return at === undefined ? null : this.get(site, at);
+  }
+
   async policiesAt(version: number): Promise<Map<string, CompiledSitePolicy> | null> {
     if (!this.byVersion.has(version)) return null;
     const out = new Map<string, CompiledSitePolicy>();
-    for (const [site, list] of this.siteVersions) {
-      let at: number | undefined;
-      for (const v of list) if (v <= version) at = v;
-      if (at === undefined) continue;
-      const p = await this.get(site, at);
+    for (const site of this.siteVersions.keys()) {
+      const p = await this.policyAt(site, version);
       if (p !== null) out.set(site, p);
     }
     return out;
+  }
+
+  /** Whether `version` was ever issued. */
+  issued(version: number): boolean {
+    return this.byVersion.has(version);
   }
 }
 
@@ -212,6 +231,12 @@ export interface RedisPolicyStoreOptions {
   readonly auditMax?: number;
   /** How long `start()` waits for Redis before going on without it (default 1000 ms). */
   readonly connectWaitMs?: number;
+  /**
+   * How many policies the in-memory cache keeps (least recently used out first; default 2,048).
+   * Every version stays in Redis; without a bound the cache would grow with every version ever
+   * issued, for the life of the controller.
+   */
+  readonly cacheEntries?: number;
 }
 
 /**
@@ -224,7 +249,9 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
   readonly #redis: Redis;
   readonly #log: Logger;
   readonly #auditMax: number;
+  /** Insertion order is recency: a hit is moved to the end, the first entry is the one to drop. */
   readonly #cache = new Map<string, CompiledSitePolicy>();
+  readonly #cacheEntries: number;
   readonly #connectWaitMs: number;
   #started = false;
   #loaded = false;
@@ -234,6 +261,7 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
     this.#log = opts.log.child({ module: 'policy-store' });
     this.#auditMax = opts.auditMax ?? 10_000;
     this.#connectWaitMs = opts.connectWaitMs ?? 1000;
+    this.#cacheEntries = Math.max(1, opts.cacheEntries ?? 2048);
     // No offline queue: a write while Redis is down fails at once and the route loop retries it.
     this.#redis = new Redis(opts.url, {
       enableOfflineQueue: false,
@@ -325,9 +353,10 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
 
   async commit(meta: PolicyVersionMeta, policies: readonly CompiledSitePolicy[]): Promise<void> {
     this.#ready(`write policy version ${meta.version}`);
+    const blobs = await encodePolicyBlobs(policies.map((p) => policyJson(p)));
     const m = this.#redis.multi();
-    for (const p of policies) {
-      m.set(POLICY_KEYS.policy(p.site, p.version), policyJson(p));
+    for (const [i, p] of policies.entries()) {
+      m.set(POLICY_KEYS.policy(p.site, p.version), blobs[i]!);
       m.hset(POLICY_KEYS.current, p.site, JSON.stringify({ version: p.version, hash: p.hash }));
     }
     m.zadd(POLICY_KEYS.versions, meta.version, JSON.stringify(meta));
@@ -339,7 +368,7 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
       throw this.#fail(`writing policy version ${meta.version}`, err);
     }
     for (const p of policies) {
-      this.#cache.set(POLICY_KEYS.policy(p.site, p.version), p);
+      this.#cachePut(POLICY_KEYS.policy(p.site, p.version), p);
       this.currentRefs.set(p.site, { version: p.version, hash: p.hash });
     }
     this.remember(meta);
@@ -348,17 +377,40 @@ export class RedisPolicyStore extends BasePolicyStore implements PolicyStore {
   async get(site: string, version: number): Promise<CompiledSitePolicy | null> {
     const key = POLICY_KEYS.policy(site, version);
     const hit = this.#cache.get(key);
-    if (hit !== undefined) return structuredClone(hit);
-    let raw: string | null;
+    if (hit !== undefined) {
+      this.#cachePut(key, hit);
+      return structuredClone(hit);
+    }
+    let raw: Buffer | null;
     try {
-      raw = await this.#redis.get(key);
+      raw = await this.#redis.getBuffer(key);
     } catch (err) {
       throw this.#fail(`reading ${key}`, err);
     }
     if (raw === null) return null;
-    const p = JSON.parse(raw) as CompiledSitePolicy;
-    this.#cache.set(key, p);
+    let p: CompiledSitePolicy;
+    try {
+      p = await decodePolicyBlob(key, raw);
+    } catch (err) {
+      this.#log.error({ code: (err as ControllerError).code, key }, (err as Error).message);
+      throw err;
+    }
+    this.#cachePut(key, p);
     return structuredClone(p);
+  }
+
+  /** How many policies the cache holds now (at most `cacheEntries`). */
+  get cachedPolicies(): number {
+    return this.#cache.size;
+  }
+
+  #cachePut(key: string, p: CompiledSitePolicy): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, p);
+    while (this.#cache.size > this.#cacheEntries) {
+      const oldest = this.#cache.keys().next().value as string;
+      this.#cache.delete(oldest);
+    }
   }
 
   async audit(action: string, detail: Record<string, unknown>): Promise<void> {

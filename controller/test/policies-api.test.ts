@@ -219,6 +219,47 @@ t.test('policies: list, rollback as a new version, audit', async (t) => {
     }
     t.equal(c.policies.versions().length, 3, 'no version issued by a bad request');
   });
+
+  t.test('GET /api/v1/policies/sites/:site: a site policy as pushed, now or as of a version', async (t) => {
+    const now = await api(c, 'GET', '/policies/sites/bj1');
+    t.equal(now.status, 200);
+    t.match(now.json, { site: 'bj1', version: 3, asOf: 3, hash: c.distributor.statusOf('bj1')!.hash });
+    t.same(now.json.policy, await c.policies.get('bj1', 3));
+    // As of v2: bj1's latest policy of a version <= 2.
+    const bj1At2 = Math.max(
+      ...c.policies
+        .versions()
+        .filter((m) => m.version <= 2 && m.sites.includes('bj1'))
+        .map((m) => m.version),
+    );
+    const at2 = await api(c, 'GET', '/policies/sites/bj1?version=2');
+    t.match(at2.json, { site: 'bj1', version: bj1At2, asOf: 2 });
+    t.same(at2.json.policy, await c.policies.get('bj1', bj1At2));
+    const at1 = await api(c, 'GET', '/policies/sites/sh2?version=1');
+    t.match(at1.json, { site: 'sh2', version: 1, asOf: 1, policy: { site: 'sh2', version: 1 } });
+
+    const cases: [string, number, string, RegExp][] = [
+      ['/policies/sites/nope', 400, 'CTRL_ERR_BAD_REQUEST', /params\.site: unknown site 'nope'/],
+      ['/policies/sites/bj1?version=99', 404, 'CTRL_ERR_POLICY_UNKNOWN_VERSION', /99/],
+      ['/policies/sites/bj1?version=0', 400, 'CTRL_ERR_BAD_REQUEST', /version/],
+      ['/policies/sites/bj1?version=abc', 400, 'CTRL_ERR_BAD_REQUEST', /version/],
+      ['/policies/sites/bj1?verison=1', 400, 'CTRL_ERR_BAD_REQUEST', /query\.verison: unknown field/],
+    ];
+    for (const [p, status, code, message] of cases) {
+      const r = await api(c, 'GET', p);
+      t.equal(r.status, status, p);
+      t.match(r.json.error, { code, message }, p);
+    }
+    t.equal((await api(c, 'GET', '/policies/sites/bj1', undefined, null)).status, 401);
+  });
+});
+
+t.test('GET /api/v1/policies/sites/:site before any policy: 404 naming the site', async (t) => {
+  const c = await startController({});
+  t.teardown(() => c.stop());
+  const r = await api(c, 'GET', '/policies/sites/bj1');
+  t.equal(r.status, 404);
+  t.match(r.json.error, { code: 'CTRL_ERR_NOT_FOUND', message: /bj1 had no policy yet/ });
 });
 
 t.test('a topology over routeLoop.maxRoutes: the loop is off and says so', async (t) => {

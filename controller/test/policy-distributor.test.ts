@@ -2,6 +2,7 @@
  * Distribution over real gRPC streams: acks, typed failures, ack timeouts, re-sends on reconnect,
  * late acks, and version numbers across controller restarts (Redis and embedded).
  */
+import { inflateSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import t from 'tap';
 import { eventually, ops, report, sleep, smallTopology, startController } from './helpers';
@@ -163,7 +164,9 @@ t.test('with Redis: versions survive a controller restart and are never reused',
   t.equal(await reader.get('meridian:policy:seq'), '2');
   const cur = await reader.hgetall('meridian:policy:current');
   t.same(JSON.parse(cur.bj1!), { version: 2, hash: held.get('bj1')!.hash });
-  const stored = JSON.parse((await reader.get('meridian:policy:bj1:1'))!) as {
+  const stored = JSON.parse(
+    inflateSync((await reader.getBuffer('meridian:policy:bj1:1'))!).toString('utf8'),
+  ) as {
     version: number;
     site: string;
   };
