@@ -108,8 +108,16 @@ export interface ControllerOptions {
   readonly hysteresis?: HysteresisMarginsInput | false;
   /** Route loop: coalescing of link changes, cycles kept, retry delay. */
   readonly routeLoop?: Omit<RouteLoopSettings, 'hysteresis'>;
-  /** Policy acks: timeout per push (default 5000 ms) and pushes per version (default 3). */
-  readonly policy?: { readonly ackTimeoutMs?: number; readonly maxAttempts?: number };
+  /**
+   * Policy acks: timeout per push (default 5000 ms), pushes per version (default 3), and the
+   * re-push backoff after a transient failure (1 s doubling to 30 s; see `PolicyDistributor`).
+   */
+  readonly policy?: {
+    readonly ackTimeoutMs?: number;
+    readonly maxAttempts?: number;
+    readonly retryBaseMs?: number;
+    readonly retryMaxMs?: number;
+  };
 }
 
 /** A site's agent acknowledged its current policy version (`policy-applied` event). */

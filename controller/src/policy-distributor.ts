@@ -18,8 +18,14 @@
  *   push; a lower version -> the target is re-sent. A hello with the target's number but another
  *   hash, or a higher number (an embedded controller that restarted and lost its counter), is
  *   handed to `onAgentAhead`, which re-issues the content under a version above it.
- * An explicit refusal is not retried (the same content would fail the same way); the next version,
- * a reconnect or a rollback pushes again.
+ * A refusal because of the policy itself (`AGENT_ERR_POLICY_INVALID`, ...) is not retried: the same
+ * content would fail the same way; the next version, a reconnect or a rollback pushes again. A
+ * failure of the device or the agent's host ({@link TRANSIENT_FAILURES}: a device that dropped the
+ * session or refused a change under load, a state directory that could not be written, an ack
+ * timeout) is re-pushed while the agent stays connected, `retryBaseMs` after the failure and
+ * doubling up to `retryMaxMs`: otherwise a site stays on its previous policy until the next route
+ * change, which on a quiet network may be never. Between retries the status stays `failed`, with
+ * the error, so an operator sees it.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
@@ -29,6 +35,19 @@ import { policyJson, type PolicyRef } from './policy-store';
 import type { PolicyAck } from './proto';
 
 export type AgentPolicyStatus = 'pending' | 'applied' | 'failed';
+
+/**
+ * Failure codes that say nothing against the policy itself, so a later push of the same version
+ * may succeed (see the module comment). Agent codes are the edge agent's catalog.
+ */
+export const TRANSIENT_FAILURES: ReadonlySet<string> = new Set([
+  'AGENT_ERR_DRIVER_APPLY',
+  'AGENT_ERR_DRIVER_UNREACHABLE',
+  'AGENT_ERR_DRIVER_STATE',
+  'AGENT_ERR_STATE_DIR',
+  'AGENT_ERR_APPLY_FAILED',
+  'CTRL_ERR_POLICY_ACK_TIMEOUT',
+]);
 
 /** What the API shows per agent. */
 export interface AgentPolicyState {
@@ -54,6 +73,10 @@ export interface PolicyDistributorOptions {
   readonly ackTimeoutMs?: number;
   /** Pushes of one version before it is `failed` with `CTRL_ERR_POLICY_ACK_TIMEOUT` (default 3). */
   readonly maxAttempts?: number;
+  /** First re-push after a transient failure (default 1000 ms); doubles each time. */
+  readonly retryBaseMs?: number;
+  /** Longest wait between re-pushes after transient failures (default 30,000 ms). */
+  readonly retryMaxMs?: number;
   /** An agent holds a version above its target (see the module comment). */
   readonly onAgentAhead?: (site: string, held: PolicyRef) => void;
 }
@@ -71,9 +94,12 @@ interface Target {
   json: string;
   status: AgentPolicyStatus;
   attempts: number;
+  /** Transient failures of this version so far (sets the backoff). */
+  failures: number;
   appliedVersion: number;
   error: { code: string; message: string } | null;
   updatedAt: number;
+  /** The ack timeout while pending, the retry while failed. */
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -82,11 +108,13 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
   readonly #log: Logger;
   readonly #ackTimeoutMs: number;
   readonly #maxAttempts: number;
+  readonly #retryBaseMs: number;
+  readonly #retryMaxMs: number;
   readonly #onAgentAhead: PolicyDistributorOptions['onAgentAhead'];
   readonly #targets = new Map<string, Target>();
   readonly #connected = new Set<string>();
   #closed = false;
-  readonly counters = { pushes: 0, acks: 0, ignoredAcks: 0, timeouts: 0 };
+  readonly counters = { pushes: 0, acks: 0, ignoredAcks: 0, timeouts: 0, retries: 0 };
 
   constructor(opts: PolicyDistributorOptions) {
     super();
@@ -94,6 +122,8 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
     this.#log = opts.log.child({ module: 'distributor' });
     this.#ackTimeoutMs = opts.ackTimeoutMs ?? 5000;
     this.#maxAttempts = Math.max(1, opts.maxAttempts ?? 3);
+    this.#retryBaseMs = Math.max(1, opts.retryBaseMs ?? 1000);
+    this.#retryMaxMs = Math.max(this.#retryBaseMs, opts.retryMaxMs ?? 30_000);
     this.#onAgentAhead = opts.onAgentAhead;
     opts.gateway.on('agent-connected', (p) => this.#connectedAgent(p));
     opts.gateway.on('agent-disconnected', (p) => this.#disconnected(p.site));
@@ -119,6 +149,7 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
         json: policyJson(p),
         status: 'pending',
         attempts: 0,
+        failures: 0,
         appliedVersion: old?.appliedVersion ?? this.#gateway.presence(p.site)?.appliedPolicy.version ?? 0,
         error: null,
         updatedAt: Date.now(),
@@ -207,9 +238,29 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
       this.#log.info({ site, version: t.version }, 'policy applied');
       this.emit('applied', site, t.version, t.hash);
     } else {
-      this.#log.warn({ site, version: t.version, code: error?.code }, error?.message ?? 'policy failed');
+      const retryInMs = this.#scheduleRetry(site, t);
+      this.#log.warn(
+        { site, version: t.version, code: error?.code, retryInMs },
+        error?.message ?? 'policy failed',
+      );
       this.emit('failed', site, t.version, error ?? { code: 'CTRL_ERR_INTERNAL', message: 'no error' });
     }
+  }
+
+  /** After a transient failure, a re-push of the same version later; returns the delay (null: none). */
+  #scheduleRetry(site: string, t: Target): number | null {
+    if (this.#closed || t.error === null || !TRANSIENT_FAILURES.has(t.error.code)) return null;
+    const delay = Math.min(this.#retryMaxMs, this.#retryBaseMs * 2 ** Math.min(t.failures, 30));
+    t.failures++;
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      if (this.#targets.get(site) !== t || t.status !== 'failed' || !this.#connected.has(site)) return;
+      this.counters.retries++;
+      t.attempts = 0;
+      this.#push(site, t);
+    }, delay);
+    t.timer.unref();
+    return delay;
   }
 
   #connectedAgent(p: AgentPresence): void {

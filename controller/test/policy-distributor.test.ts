@@ -106,10 +106,63 @@ t.test('acks, failures, reconnects and late acks', async (t) => {
   });
 });
 
+t.test('transient failures are re-pushed with backoff; a refusal of the policy itself is not', async (t) => {
+  const c = await startController({ addressing: plan, policy: { retryBaseMs: 100, retryMaxMs: 400 } });
+  t.teardown(() => c.stop());
+  const agents = await connectAgents(c, SITES);
+  t.teardown(() => {
+    for (const a of agents.values()) a.close();
+  });
+  await eventually(() => allApplied(c, SITES), 10_000, 'first version applied');
+  const bj1 = agents.get('bj1')!;
+  const sh1 = agents.get('sh1')!;
+  bj1.mode = { kind: 'fail', code: 'AGENT_ERR_DRIVER_UNREACHABLE', message: 'device dropped the session' };
+  sh1.mode = { kind: 'fail', code: 'AGENT_ERR_POLICY_INVALID', message: 'does not fit the device' };
+  flap(bj1, false);
+  const target = await eventually(
+    () => {
+      const s = c.distributor.statusOf('bj1')!;
+      return s.version > 1 && s.status === 'failed' ? s : undefined;
+    },
+    10_000,
+    'bj1 failed',
+  );
+  t.match(target.error, { code: 'AGENT_ERR_DRIVER_UNREACHABLE' }, 'failed, the error shown');
+  // Re-pushed 100, 200, 400, 400 ms after each failure: at least 4 pushes of the version in ~1.5 s.
+  await eventually(
+    () => bj1.pushes.filter((p) => p.version === target.version).length >= 4,
+    10_000,
+    're-pushed',
+  );
+  t.ok(c.distributor.counters.retries >= 3, `${c.distributor.counters.retries} retries`);
+  t.equal(bj1.applied.version, 1, 'still the previous version in force');
+  // The device is back: the next re-push applies.
+  bj1.mode = { kind: 'ok' };
+  await eventually(() => c.distributor.statusOf('bj1')!.status === 'applied', 10_000, 'bj1 applied');
+  t.equal(bj1.applied.version, target.version);
+  t.equal(c.distributor.statusOf('bj1')!.error, null);
+  const pushes = bj1.pushes.length;
+  // sh1 refused the content: pushed once, not again.
+  const sh1Target = c.distributor.statusOf('sh1')!;
+  t.equal(sh1Target.status, 'failed');
+  t.equal(sh1Target.error?.code, 'AGENT_ERR_POLICY_INVALID');
+  await sleep(800);
+  t.equal(
+    sh1.pushes.filter((p) => p.version === sh1Target.version).length,
+    1,
+    'the refused policy: one push',
+  );
+  t.equal(bj1.pushes.length, pushes, 'no push after applied');
+});
+
 t.test(
   'an agent that never acks: re-sent, then failed with CTRL_ERR_POLICY_ACK_TIMEOUT; a late ack still counts',
   async (t) => {
-    const c = await startController({ addressing: plan, policy: { ackTimeoutMs: 150, maxAttempts: 2 } });
+    // No re-push after the failure during this test (retryBaseMs): the push count is checked.
+    const c = await startController({
+      addressing: plan,
+      policy: { ackTimeoutMs: 150, maxAttempts: 2, retryBaseMs: 60_000 },
+    });
     t.teardown(() => c.stop());
     const agents = await connectAgents(c, SITES);
     t.teardown(() => {

@@ -102,6 +102,23 @@ const probeMarkOf = (slot: number, role: 'p' | 'b'): number =>
 /** ip's words for a rule already deleted / already added: a switch that finds it done. */
 const NOT_THERE = /No such file|not exist/i;
 const ALREADY_THERE = /File exists/;
+/** ip's words for a route already deleted. */
+const ROUTE_NOT_THERE = /No such process/;
+
+/**
+ * Whether ip's error for an apply line says the line's goal already holds: a `rule add` of a rule
+ * that is there, a `rule del` or `route del` of one that is gone. An apply diffs against a view of
+ * the kernel taken before it writes, and a fast-reroute switch may run in between (a failover does
+ * not wait for a policy): at a link restore the switch back to the primary adds the primary's rule
+ * while the controller's new policy, computed for the same restore, adds it too. That is the state
+ * both want, not a failure.
+ */
+function alreadyDone(line: string, error: string): boolean {
+  if (line.startsWith('rule add ')) return ALREADY_THERE.test(error);
+  if (line.startsWith('rule del ')) return NOT_THERE.test(error);
+  if (line.startsWith('route del ')) return ROUTE_NOT_THERE.test(error) || NOT_THERE.test(error);
+  return false;
+}
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 function normDst(dst: string, family: Family): string {
@@ -192,7 +209,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
    * memory atomically, and that pool can run dry for a moment under a burst of route adds
    * (`percpu: allocation failed … atomic`, "Cannot allocate memory"): the lines that failed so are
    * retried after a pause that lets the kernel refill it (`-force` ran the others). Lines must be
-   * idempotent (`replace`, or dels of existing).
+   * idempotent (`replace`, or adds and dels whose "already there" / "already gone" answers count as
+   * done: see {@link alreadyDone}).
    */
   async #batch(family: Family | null, lines: readonly string[]): Promise<void> {
     for (let start = 0; start < lines.length; start += BATCH_CHUNK) {
@@ -206,7 +224,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
         }
         const failed: [string, string][] = [];
         out.answer.errors.forEach((e, i) => {
-          if (e !== null) failed.push([chunk[i] ?? '', e]);
+          const line = chunk[i] ?? '';
+          if (e !== null && !alreadyDone(line, e)) failed.push([line, e]);
         });
         if (failed.length === 0) break;
         const other = failed.find(([, e]) => !/Cannot allocate memory/.test(e));

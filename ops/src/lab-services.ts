@@ -136,6 +136,8 @@ export interface LabPolicyStatus {
   readonly version: number | null;
   readonly appliedVersion: number | null;
   readonly connected: boolean;
+  /** Why the site's current version failed (the agent's typed error, or an ack timeout). */
+  readonly error?: { readonly code: string; readonly message: string } | null;
 }
 
 /** The agents' policy status, or null when the controller does not answer. */
@@ -171,10 +173,13 @@ export async function waitForPoliciesApplied(
       const bad = sites
         .map((s) => last.find((x) => x.site === s) ?? { site: s, status: 'unknown', connected: false })
         .filter((a) => !('appliedVersion' in a) || a.status !== 'applied')
-        .map((a) => `${a.site}: ${a.status}${a.connected ? '' : ' (not connected)'}`);
+        .map((a) => {
+          const err = 'error' in a && a.error ? ` ${a.error.code}: ${a.error.message.slice(0, 300)}` : '';
+          return `${a.site}: ${a.status}${a.connected ? '' : ' (not connected)'}${err}`;
+        });
       throw new OpsError(
         'OPS_ERR_SERVICE_START',
-        `agents did not apply their first policy within ${timeoutMs} ms: ${bad.join(', ')}`,
+        `agents did not apply their ${firstOnly ? 'first ' : 'current '}policy within ${timeoutMs} ms: ${bad.join(', ')}`,
       );
     }
     await new Promise((r) => setTimeout(r, 250));

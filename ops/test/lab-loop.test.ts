@@ -10,7 +10,7 @@
 // Labs share machine-wide names (`mrd-*`, `mm<N>`); `labUp(…, { waitMs })` waits for the machine's
 // lab slot (ops/src/lab.ts: one lab at a time, `lab down`'s sweep spares a live lab), so this file
 // can run beside the other lab-building test files. Site ids `ll-*` and its own state dir.
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
@@ -93,6 +93,15 @@ t.test('closed loop on a namespace lab', async (t) => {
   const topology = loadTopology(topoFile);
   const stateDir = path.join(tmp, 'lab');
   t.teardown(async () => {
+    // On a failure, the services' warnings and errors go into the test output: CI keeps nothing else.
+    if (!t.passing()) {
+      for (const f of readdirSync(stateDir).filter((n) => /^(agent-.*|controller)\.log$/.test(n))) {
+        const lines = readFileSync(path.join(stateDir, f), 'utf8')
+          .split('\n')
+          .filter((l) => /"level":(40|50|60)/.test(l));
+        process.stderr.write(`# ${f}: last warnings/errors:\n${lines.slice(-30).join('\n')}\n`);
+      }
+    }
     await labDown({ stateDir });
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -141,6 +150,7 @@ t.test('closed loop on a namespace lab', async (t) => {
     };
     const before = await read();
     const rx = await startReceiver('mrd-ll-d', host('ll-d'), BURST_PORT);
+    t.teardown(() => rx.stop());
     const tx = startSender('mrd-ll-a', {
       src: host('ll-a'),
       dst: host('ll-d'),
@@ -269,6 +279,11 @@ t.test('closed loop on a namespace lab', async (t) => {
     const before = frrEvents();
     const rx = await startReceiver('mrd-ll-d', host('ll-d'), VOICE_PORT);
     const tx = startSender('mrd-ll-a', { src: host('ll-a'), dst: host('ll-d'), port: VOICE_PORT, pps: 50 });
+    // Stopped on failure too: a live endpoint holds the test process open until tap's timeout.
+    t.teardown(() => {
+      tx.stop();
+      rx.stop();
+    });
     await sleep(1500);
     const failAt = Date.now();
     await labFault(cut, { kind: 'down' }, { stateDir });
