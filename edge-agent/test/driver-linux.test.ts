@@ -275,37 +275,52 @@ t.test('Linux driver on a namespace lab', async (t) => {
     t.equal(n, 5, `voice unaffected (${n}/5 answered)`);
   });
 
-  await t.test('a rule added or removed behind an apply (a concurrent switch) is done, not a failure', async (t) => {
-    type Rule = { priority: number; fwmark?: string; table?: string };
-    const rules = (): Rule[] =>
-      (
-        JSON.parse(spawnSync('ip', ['-n', 'mrd-a', '-j', '-4', 'rule', 'show'], { encoding: 'utf8' }).stdout) as Rule[]
-      ).filter((r) => r.priority >= 20000 && r.priority <= 29999);
-    const key = (r: Rule): string => `${r.priority}|${r.fwmark ?? '-'}|${r.table ?? '-'}`;
-    const d = new LinuxPolicyDriver({ netns: 'mrd-a' });
-    const { version: _v, hash: _h, ...content } = pa;
-    const smaller = { ...content, routes: pa.routes.filter((x) => x.class !== 'bulk') };
-    const p2 = { ...smaller, version: 2, hash: policyHash(smaller) };
-    t.ok((await d.apply(p2)).ok);
-    const withoutBulk = new Set(rules().map(key));
-    t.ok((await d.apply(pa)).ok);
-    const full = rules();
-    const bulkOnly = full.filter((r) => !withoutBulk.has(key(r)) && r.fwmark !== undefined);
-    t.ok(bulkOnly.length > 0, `${bulkOnly.length} rules only the bulk routes have`);
-    const x = bulkOnly[0]!;
-    const spec = ['pref', String(x.priority), 'fwmark', x.fwmark!, 'table', x.table!];
-    // Gone before the apply that removes it: its "rule del" answers "No such file or directory".
-    spawnSync('ip', ['-n', 'mrd-a', 'rule', 'del', ...spec]);
-    const r1 = await d.apply(p2);
-    t.ok(r1.ok, `applied although a rule it removes was gone (${r1.ok ? '' : `${r1.error.message} ${String(r1.error.detail)}`})`);
-    // There before the apply that adds it: its "rule add" answers "File exists".
-    spawnSync('ip', ['-n', 'mrd-a', 'rule', 'add', ...spec]);
-    const r2 = await d.apply(pa);
-    t.ok(r2.ok, `applied although a rule it adds was there (${r2.ok ? '' : `${r2.error.message} ${String(r2.error.detail)}`})`);
-    t.same(rules().map(key).sort(), full.map(key).sort(), 'exactly the rules of the full policy, none twice');
-    t.equal((await d.read()).hash, pa.hash);
-    t.equal(ping('a', '10.4.0.1', 0xb8, 5), 5, 'voice flows');
-  });
+  await t.test(
+    'a rule added or removed behind an apply (a concurrent switch) is done, not a failure',
+    async (t) => {
+      type Rule = { priority: number; fwmark?: string; table?: string };
+      const rules = (): Rule[] =>
+        (
+          JSON.parse(
+            spawnSync('ip', ['-n', 'mrd-a', '-j', '-4', 'rule', 'show'], { encoding: 'utf8' }).stdout,
+          ) as Rule[]
+        ).filter((r) => r.priority >= 20000 && r.priority <= 29999);
+      const key = (r: Rule): string => `${r.priority}|${r.fwmark ?? '-'}|${r.table ?? '-'}`;
+      const d = new LinuxPolicyDriver({ netns: 'mrd-a' });
+      const { version: _v, hash: _h, ...content } = pa;
+      const smaller = { ...content, routes: pa.routes.filter((x) => x.class !== 'bulk') };
+      const p2 = { ...smaller, version: 2, hash: policyHash(smaller) };
+      t.ok((await d.apply(p2)).ok);
+      const withoutBulk = new Set(rules().map(key));
+      t.ok((await d.apply(pa)).ok);
+      const full = rules();
+      const bulkOnly = full.filter((r) => !withoutBulk.has(key(r)) && r.fwmark !== undefined);
+      t.ok(bulkOnly.length > 0, `${bulkOnly.length} rules only the bulk routes have`);
+      const x = bulkOnly[0]!;
+      const spec = ['pref', String(x.priority), 'fwmark', x.fwmark!, 'table', x.table!];
+      // Gone before the apply that removes it: its "rule del" answers "No such file or directory".
+      spawnSync('ip', ['-n', 'mrd-a', 'rule', 'del', ...spec]);
+      const r1 = await d.apply(p2);
+      t.ok(
+        r1.ok,
+        `applied although a rule it removes was gone (${r1.ok ? '' : `${r1.error.message} ${String(r1.error.detail)}`})`,
+      );
+      // There before the apply that adds it: its "rule add" answers "File exists".
+      spawnSync('ip', ['-n', 'mrd-a', 'rule', 'add', ...spec]);
+      const r2 = await d.apply(pa);
+      t.ok(
+        r2.ok,
+        `applied although a rule it adds was there (${r2.ok ? '' : `${r2.error.message} ${String(r2.error.detail)}`})`,
+      );
+      t.same(
+        rules().map(key).sort(),
+        full.map(key).sort(),
+        'exactly the rules of the full policy, none twice',
+      );
+      t.equal((await d.read()).hash, pa.hash);
+      t.equal(ping('a', '10.4.0.1', 0xb8, 5), 5, 'voice flows');
+    },
+  );
 
   await t.test('bad policies give typed errors and leave the previous policy in place', async (t) => {
     const d = new LinuxPolicyDriver({ netns: 'mrd-a' });
