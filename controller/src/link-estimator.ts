@@ -18,10 +18,15 @@ export interface EstimatorSettings {
   readonly rttWindow: number;
   /**
    * Probes over which loss is computed. From 160 up, a loss jump shows faster: when the last
-   * eighth of the window has significantly more losses than the whole (see `#lossPct`), its rate
-   * is reported instead (fast attack, slow release).
+   * eighth, quarter or half of the window has significantly more losses than the older rest (see
+   * `#lossPct`), what it shows for sure is reported instead (fast attack, slow release).
    */
   readonly lossWindow: number;
+  /**
+   * The recent suffixes of the loss window checked for a jump, as divisors of `lossWindow`
+   * (default `[8, 4, 2]`: the last eighth, quarter and half; `[]` turns the fast attack off).
+   */
+  readonly lossSuffixes: readonly number[];
   /** Consecutive lost probes that take a link down (3 at 100 ms: down within ~300 ms + timeout). */
   readonly downAfterMisses: number;
   /** Consecutive answered probes that bring a down (or unknown) link up. */
@@ -41,6 +46,7 @@ export const DEFAULT_ESTIMATOR_SETTINGS: EstimatorSettings = {
   ewmaAlpha: 0.125,
   rttWindow: 128,
   lossWindow: 100,
+  lossSuffixes: [8, 4, 2],
   downAfterMisses: 3,
   upAfterSuccesses: 3,
   staleAfterMs: 3000,
@@ -115,9 +121,10 @@ class LinkCell {
   lossPos = 0;
   lossFill = 0;
   lossCount = 0;
-  /** Losses among the last `shortWindow` probes (0 = the fast attack is off for this window). */
-  readonly shortWindow: number;
-  shortCount = 0;
+  /** Lengths of the recent suffixes of the loss window (empty: the fast attack is off). */
+  readonly suffixLen: Int32Array;
+  /** Losses among the last `suffixLen[j]` probes. */
+  readonly suffixCount: Int32Array;
   rttEwma = NaN;
   fwdEwma = NaN;
   lastFwdKnown = false;
@@ -150,13 +157,15 @@ class LinkCell {
     this.b = b;
     this.rtt = new Float64Array(s.rttWindow);
     this.lossRing = new Uint8Array(s.lossWindow);
-    this.shortWindow = s.lossWindow >= FAST_ATTACK_MIN_WINDOW ? Math.floor(s.lossWindow / 8) : 0;
+    const fractions = s.lossWindow >= FAST_ATTACK_MIN_WINDOW ? s.lossSuffixes : [];
+    this.suffixLen = Int32Array.from(fractions, (d) => Math.floor(s.lossWindow / d));
+    this.suffixCount = new Int32Array(fractions.length);
   }
 }
 
 /** Loss windows from this many probes on get the fast attack (an eighth of them is >= 20). */
 const FAST_ATTACK_MIN_WINDOW = 160;
-/** The recent eighth must show at least this many losses and this many σ above the window's rate. */
+/** A recent suffix must show at least this many losses and this many σ above the older rate. */
 const FAST_ATTACK_MIN_LOSSES = 5;
 const FAST_ATTACK_SIGMAS = 4;
 
@@ -198,6 +207,14 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     for (const k of ['rttWindow', 'lossWindow', 'downAfterMisses', 'upAfterSuccesses'] as const) {
       if (!Number.isInteger(s[k]) || s[k] < 1) throw new RangeError(`${k} ${s[k]} must be an integer >= 1`);
     }
+    // Why several suffixes: the last eighth shows a big jump soonest; a jump just past an SLA
+    // (3 % each way against voice's 1 %) puts too few losses in an eighth (83 probes of the lab's
+    // 20 s window) to tell from chance, so the eighth alone showed it about every other quality
+    // cycle and voice left such a link after 2–17 s. The quarter and half show it for sure sooner.
+    if (!Array.isArray(s.lossSuffixes) || !s.lossSuffixes.every((d) => Number.isInteger(d) && d >= 2))
+      throw new RangeError(
+        `lossSuffixes ${String(s.lossSuffixes)} must be integers >= 2 (divisors of lossWindow)`,
+      );
     this.#cells = topology.links.map((l, i) => new LinkCell(i, l.id, l.a, l.b, s));
     for (const c of this.#cells) this.#byId.set(c.id, c);
   }
@@ -258,11 +275,11 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     if (c.lossFill === ring.length) c.lossCount -= ring[c.lossPos]!;
     else c.lossFill++;
     ring[c.lossPos] = answered ? 0 : 1;
-    if (c.shortWindow > 0) {
-      // The probe leaving the short window was written shortWindow steps ago (still in the ring).
-      if (!answered) c.shortCount++;
-      if (c.lossFill > c.shortWindow)
-        c.shortCount -= ring[(c.lossPos - c.shortWindow + ring.length) % ring.length]!;
+    for (let j = 0; j < c.suffixLen.length; j++) {
+      // The probe leaving suffix j was written suffixLen[j] steps ago (still in the ring).
+      const len = c.suffixLen[j]!;
+      if (!answered) c.suffixCount[j]!++;
+      if (c.lossFill > len) c.suffixCount[j]! -= ring[(c.lossPos - len + ring.length) % ring.length]!;
     }
     c.lossPos = c.lossPos + 1 === ring.length ? 0 : c.lossPos + 1;
     if (answered) {
@@ -277,11 +294,11 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
   }
 
   /**
-   * Loss, percent: the window's rate, or the recent eighth's when it is significantly higher.
+   * Loss, percent: the window's rate, or a recent suffix's when it is significantly higher.
    * A long window keeps a 0.5–1 % link from reading 0 % or 2 % by chance (and crossing a 1 % SLA
-   * back and forth), but a real jump would need most of it to show; the recent eighth shows it
-   * within an eighth, and only counts when it cannot be chance at the older part's rate; then its
-   * Wilson lower bound is reported (what the small sample shows for sure).
+   * back and forth), but a real jump would need most of it to show; the recent eighth, quarter
+   * and half show it sooner, each only when it cannot be chance at the older part's rate; then
+   * the highest of their Wilson lower bounds is reported (what the sample shows for sure).
    */
   #lossPct(c: LinkCell): number | null {
     if (c.stale || c.lossFill === 0) return null;
@@ -289,19 +306,22 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     // twice a link's one-way loss, and SLAs and path loss (1 − Π(1 − lossᵢ)) are one way. With
     // both directions losing alike, one way = 1 − √(1 − r) (as latency is RTT/2 without stamps).
     const oneWay = (r: number): number => round3((1 - Math.sqrt(1 - r)) * 100);
-    const long = c.lossCount / c.lossFill;
-    const n = Math.min(c.shortWindow, c.lossFill);
-    if (n > 0 && c.lossFill > n && c.shortCount >= FAST_ATTACK_MIN_LOSSES) {
-      // Against the rest of the window (the older seven eighths), not a rate that includes them.
+    let rate = c.lossCount / c.lossFill;
+    for (let j = 0; j < c.suffixLen.length; j++) {
+      const n = c.suffixLen[j]!;
+      const k = c.suffixCount[j]!;
+      // Only a suffix with an older part behind it (the window has filled past it).
+      if (c.lossFill <= n || k < FAST_ATTACK_MIN_LOSSES) continue;
+      // Against the rest of the window (the older part), not a rate that includes the suffix.
       const older = c.lossFill - n;
-      const p = Math.max((c.lossCount - c.shortCount) / older, 1 / older);
-      if (c.shortCount - n * p > FAST_ATTACK_SIGMAS * Math.sqrt(n * p * (1 - p))) {
-        // An eighth of the window is a small sample: report what it shows for sure (the Wilson
-        // lower bound, 2σ), not its noisy point estimate, which would overshoot other SLAs.
-        return oneWay(Math.max(long, wilsonLower(c.shortCount, n, 2)));
+      const p = Math.max((c.lossCount - k) / older, 1 / older);
+      if (k - n * p > FAST_ATTACK_SIGMAS * Math.sqrt(n * p * (1 - p))) {
+        // A suffix is a smaller sample: report what it shows for sure (the Wilson lower bound,
+        // 2σ), not its noisy point estimate, which would overshoot other SLAs.
+        rate = Math.max(rate, wilsonLower(k, n, 2));
       }
     }
-    return oneWay(long);
+    return oneWay(rate);
   }
 
   /** Folds one answered probe into the RTT ring, the EWMAs and the jitter. */

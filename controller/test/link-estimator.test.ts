@@ -80,6 +80,22 @@ t.test('long loss windows: a loss jump shows within the last eighth, chance does
   t.end();
 });
 
+t.test('long loss windows: a jump too small for the last eighth shows in the last quarter', (t) => {
+  const { e, i } = make({ lossWindow: 800, downAfterMisses: 100 });
+  const feed = (n: number, lostEvery: number): void => {
+    for (let k = 1; k <= n; k++) e.ingestSample(i, 'bj1', 5, -1, k % lostEvery === 0, T0);
+  };
+  feed(800, 1000); // a clean link
+  feed(200, 40); // 2.5 % of round trips: 5 losses in the last 200, only 3 in the last 100
+  const v = e.snapshot('bj1-sh1-a')!.lossPct!;
+  // The whole window reads 5/800 = 0.313 % one way; the last quarter's Wilson lower bound (2σ)
+  // of 5/200 round trips, 1.055 %, is 0.529 % one way.
+  t.ok(v > 0.52 && v < 0.54, `the quarter's lower bound is reported: ${v} % one way`);
+  feed(400, 1000); // the loss stopped: every suffix is clean, the window remembers
+  t.equal(e.snapshot('bj1-sh1-a')!.lossPct, oneWay(5 / 800), 'slow release: the window rate');
+  t.end();
+});
+
 t.test('probes lost while a link is down are the outage, not its loss rate', (t) => {
   const { e, i } = make({ lossWindow: 100, downAfterMisses: 3, upAfterSuccesses: 2 });
   for (let k = 0; k < 50; k++) e.ingestSample(i, 'bj1', 5, -1, false, T0);
@@ -186,5 +202,13 @@ t.test('linkStateOf: what the route engine takes', (t) => {
   t.same(linkStateOf(e.snapshot('bj1-sh1-a')!), { up: true, latencyMs: 5, jitterMs: 0, lossPct: 0 });
   e.ingestSample(i, 'bj1', -1, -1, true, T0);
   t.same(linkStateOf(e.snapshot('bj1-sh1-a')!), { up: false });
+  t.end();
+});
+
+t.test('bad settings are refused with the setting named', (t) => {
+  t.throws(() => make({ lossWindow: 0 }), /lossWindow 0 must be an integer >= 1/);
+  t.throws(() => make({ lossSuffixes: [8, 1] }), /lossSuffixes 8,1 must be integers >= 2/);
+  t.throws(() => make({ lossSuffixes: 4 }), /lossSuffixes 4 must be integers >= 2/);
+  t.doesNotThrow(() => make({ lossSuffixes: [] }), 'no suffixes: the fast attack is off');
   t.end();
 });
