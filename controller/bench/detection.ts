@@ -16,6 +16,7 @@ import path from 'node:path';
 import pino from 'pino';
 import type { Topology } from '@meridian/topology';
 import { Controller } from '../src/index';
+import { pct } from './stats';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10);
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'meridian.js');
@@ -52,11 +53,6 @@ const topology: Topology = {
   ],
   devices: [],
 };
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-}
 
 async function main(): Promise<void> {
   const c = new Controller({

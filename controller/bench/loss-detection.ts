@@ -15,6 +15,7 @@
  */
 import type { Topology } from '@meridian/topology';
 import { LinkEstimator } from '../src/index';
+import { pct } from './stats';
 
 const TRIALS = Number(process.argv[2] ?? 1000);
 const PROBE_MS = 30;
@@ -77,11 +78,6 @@ function trial(suffixes: number[], seed: number, basePct: number, stepPct: numbe
     if (atCycle(t) && read() > SLA_PCT) return { detectMs: t - step, falseReads, cycles };
   }
   return { detectMs: Infinity, falseReads, cycles };
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
 const fmt = (ms: number): string => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(1)} s` : 'never');

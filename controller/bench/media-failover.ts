@@ -27,16 +27,11 @@ import pino from 'pino';
 import { MediaGateway } from '../src/media-gateway';
 import { MediaSteering } from '../src/media-steering';
 import { RtpReceiver, RtpSender, type ReceivedPacket } from '@meridian/media';
+import { pct } from './stats';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const CLI = path.join(ROOT, 'bin', 'meridian.js');
 const TOKEN = 'bench-token';
-
-function pct(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] as number;
-}
 
 function maxGap(packets: ReceivedPacket[], from: number, to: number): number {
   let gap = 0;

@@ -46,6 +46,10 @@ export const DEFAULT_ESTIMATOR_SETTINGS: EstimatorSettings = {
   ewmaAlpha: 0.125,
   rttWindow: 128,
   lossWindow: 100,
+  // Why several suffixes: the last eighth shows a big jump soonest; a jump just past an SLA
+  // (3 % each way against voice's 1 %) puts too few losses in an eighth (83 probes of the lab's
+  // 20 s window) to tell from chance, so the eighth alone showed it about every other quality
+  // cycle and voice left such a link after 2–17 s. The quarter and half show it for sure sooner.
   lossSuffixes: [8, 4, 2],
   downAfterMisses: 3,
   upAfterSuccesses: 3,
@@ -157,9 +161,9 @@ class LinkCell {
     this.b = b;
     this.rtt = new Float64Array(s.rttWindow);
     this.lossRing = new Uint8Array(s.lossWindow);
-    const fractions = s.lossWindow >= FAST_ATTACK_MIN_WINDOW ? s.lossSuffixes : [];
-    this.suffixLen = Int32Array.from(fractions, (d) => Math.floor(s.lossWindow / d));
-    this.suffixCount = new Int32Array(fractions.length);
+    const divisors = s.lossWindow >= FAST_ATTACK_MIN_WINDOW ? s.lossSuffixes : [];
+    this.suffixLen = Int32Array.from(divisors, (d) => Math.floor(s.lossWindow / d));
+    this.suffixCount = new Int32Array(divisors.length);
   }
 }
 
@@ -207,10 +211,6 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
     for (const k of ['rttWindow', 'lossWindow', 'downAfterMisses', 'upAfterSuccesses'] as const) {
       if (!Number.isInteger(s[k]) || s[k] < 1) throw new RangeError(`${k} ${s[k]} must be an integer >= 1`);
     }
-    // Why several suffixes: the last eighth shows a big jump soonest; a jump just past an SLA
-    // (3 % each way against voice's 1 %) puts too few losses in an eighth (83 probes of the lab's
-    // 20 s window) to tell from chance, so the eighth alone showed it about every other quality
-    // cycle and voice left such a link after 2–17 s. The quarter and half show it for sure sooner.
     if (!Array.isArray(s.lossSuffixes) || !s.lossSuffixes.every((d) => Number.isInteger(d) && d >= 2))
       throw new RangeError(
         `lossSuffixes ${String(s.lossSuffixes)} must be integers >= 2 (divisors of lossWindow)`,
@@ -279,7 +279,10 @@ export class LinkEstimator extends EventEmitter<LinkEstimatorEvents> {
       // The probe leaving suffix j was written suffixLen[j] steps ago (still in the ring).
       const len = c.suffixLen[j]!;
       if (!answered) c.suffixCount[j]!++;
-      if (c.lossFill > len) c.suffixCount[j]! -= ring[(c.lossPos - len + ring.length) % ring.length]!;
+      if (c.lossFill > len) {
+        const at = c.lossPos - len;
+        c.suffixCount[j]! -= ring[at < 0 ? at + ring.length : at]!;
+      }
     }
     c.lossPos = c.lossPos + 1 === ring.length ? 0 : c.lossPos + 1;
     if (answered) {
