@@ -3,7 +3,7 @@
  * namespace; routeros: the RouterOS API). The agent's applier and fast reroute use only this.
  */
 import { AgentError, type AgentErrorCode } from './errors';
-import type { SitePolicy } from './policy';
+import type { ForwardingMode, SitePolicy } from './policy';
 
 /** The catalog codes (errors.ts) a driver fails with. */
 export type DriverErrorCode = Extract<
@@ -14,7 +14,28 @@ export type DriverErrorCode = Extract<
   | 'AGENT_ERR_DRIVER_STATE'
   | 'AGENT_ERR_NO_ROUTE'
   | 'AGENT_ERR_NO_BACKUP'
+  | 'AGENT_ERR_DRIVER_UNSUPPORTED'
 >;
+
+/**
+ * What a device's data plane can do, found by trying at start (Linux: an SRv6 route in a table
+ * nothing looks up, nftables, a policy rule; RouterOS: its version and menus). Reported in the
+ * agent's hello; the controller compiles SRv6 only for routes whose every site has `srv6`.
+ */
+export interface ForwardingCapabilities {
+  readonly platform: 'linux' | 'routeros' | 'none';
+  /** Kernel release (`uname -r`) or RouterOS version. */
+  readonly platformVersion: string;
+  /** The forwarding modes this device can take part in (head-end, transit and destination). */
+  readonly modes: readonly ForwardingMode[];
+  /**
+   * Features found. Linux: `srv6-encap`, `srv6-end-x`, `srv6-end-dx4`, `nftables`,
+   * `policy-routing`; RouterOS: the menus it answered (`/ip/firewall/mangle`, `/routing/table`, `/ip/route`).
+   */
+  readonly features: readonly string[];
+  /** Features missing, each `feature: why` in the device's words. */
+  readonly missing: readonly string[];
+}
 
 /** A typed driver failure; `detail` carries the device's own words (stderr, `!trap` message). */
 export class DriverError extends AgentError {
@@ -63,6 +84,11 @@ export type RerouteOutcome =
 
 export interface PolicyDriver {
   readonly kind: 'linux' | 'routeros';
+  /**
+   * Finds out what the data plane can do (once; later calls return the same answer). Never
+   * throws: a device that cannot be asked reports no modes and why in `missing`.
+   */
+  capabilities(): Promise<ForwardingCapabilities>;
   /**
    * Brings the device to exactly this policy: adds what is missing, replaces what differs, removes
    * owned objects the policy does not have (so it also reconciles after an agent restart), touches

@@ -39,6 +39,8 @@ export const AGENT_ERROR_CODES = [
   'AGENT_ERR_NO_ROUTE',
   /** Fast reroute on a route without a backup path. */
   'AGENT_ERR_NO_BACKUP',
+  /** The policy needs a data-plane feature this device lacks (named in the message, e.g. SRv6 encap). */
+  'AGENT_ERR_DRIVER_UNSUPPORTED',
 ] as const;
 
 export type AgentErrorCode = (typeof AGENT_ERROR_CODES)[number];

@@ -61,6 +61,20 @@ export const BASE_RULE_PREF = 29990;
 export const PROBE_MARK_BASE = MARK_BASE + 0x8000;
 /** Route protocol number tagging every route the drivers add (`ip route … proto 77`). */
 export const ROUTE_PROTO = 77;
+/**
+ * Hop-by-hop transit: a packet classified by a transit entry gets mark `TRANSIT_MARK_BASE + i`,
+ * where i is the index in `interfaces` of the entry's outgoing interface; rule pref and table
+ * `TRANSIT_TABLE_BASE + i` hold one default route out of that interface. Below {@link TABLE_BASE}
+ * so that the unmarked base rule (pref {@link BASE_RULE_PREF}) never sees a transit packet first.
+ */
+export const TRANSIT_MARK_BASE = MARK_BASE + 0xc000;
+export const TRANSIT_TABLE_BASE = 19000;
+export const MAX_TRANSIT_INTERFACES = 999;
+
+/** How a route is forwarded: SRv6 source routing, or classification at every site of the path. */
+export const ForwardingModeSchema = Type.Union([Type.Literal('srv6'), Type.Literal('hop-by-hop')]);
+export type ForwardingMode = Static<typeof ForwardingModeSchema>;
+export const FORWARDING_MODES: readonly ForwardingMode[] = ['srv6', 'hop-by-hop'];
 
 const Ipv4 = Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}$' });
 const Ipv4Cidr = Type.String({ pattern: '^(\\d{1,3}\\.){3}\\d{1,3}/\\d{1,2}$' });
@@ -80,8 +94,11 @@ export const PathStateSchema = Type.Object(
     /** The far end's addresses on `links[0]`. */
     nextHop4: Ipv4,
     nextHop6: Ipv6,
-    /** SRv6 segment list: an End.X SID per transit site (naming its outgoing link), then the destination's End.DX4 SID. */
-    segments: Type.Array(Ipv6, { minItems: 1, maxItems: 16 }),
+    /**
+     * SRv6 segment list: an End.X SID per transit site (naming its outgoing link), then the
+     * destination's End.DX4 SID. Empty for a hop-by-hop route (the transit sites' entries steer it).
+     */
+    segments: Type.Array(Ipv6, { maxItems: 16 }),
   },
   { additionalProperties: false },
 );
@@ -117,6 +134,8 @@ export const PolicyRouteSchema = Type.Object(
     /** Stable per (class, dst) for a topology; selects fwmark, tables and rule preferences. */
     slot: Type.Integer({ minimum: 1, maximum: MAX_SLOT }),
     status: Type.Union([Type.Literal('ok'), Type.Literal('degraded')]),
+    /** Absent in policies of earlier releases: `srv6`. */
+    forwarding: Type.Optional(ForwardingModeSchema),
     primary: PathStateSchema,
     backup: Type.Union([PathStateSchema, Type.Null()]),
   },
@@ -139,6 +158,42 @@ export const LocalSidSchema = Type.Union([
   Type.Object({ sid: Ipv6, action: Type.Literal('End.DX4') }, { additionalProperties: false }),
 ]);
 export type LocalSid = Static<typeof LocalSidSchema>;
+
+/**
+ * Hop-by-hop: one path of a route (src → dst, class) crossing this site. A packet from one of
+ * `srcPrefixes` to one of `dstPrefixes`, of `class`, that arrives over `inLink` leaves over
+ * `outLink`. The incoming link is the path selector: a route's primary and backup (or protection)
+ * paths are link-disjoint wherever the network allows, so where both cross a site they arrive
+ * over different links; the compiler drops a backup that would arrive over the same link as the
+ * primary and leave over another (see edge-agent/README.md, "Hop-by-hop forwarding").
+ */
+export const TransitEntrySchema = Type.Object(
+  {
+    src: Id,
+    srcPrefixes: Type.Array(Ipv4Cidr, { minItems: 1 }),
+    dst: Id,
+    dstPrefixes: Type.Array(Ipv4Cidr, { minItems: 1 }),
+    class: Id,
+    /** Which of the route's paths use this entry (diagnostics; both when they share it). */
+    paths: Type.Array(Type.Union([Type.Literal('primary'), Type.Literal('backup')]), {
+      minItems: 1,
+      maxItems: 2,
+    }),
+    inLink: Id,
+    inIf: IfName,
+    outLink: Id,
+    outIf: IfName,
+    /** The far end's IPv4 address on `outLink`. */
+    nextHop4: Ipv4,
+    /**
+     * UDP source ports of the head-end's path probes for these paths (`pathProbePort`): a probe
+     * follows its path whatever its DSCP, so it is matched on its port before any class.
+     */
+    probePorts: Type.Array(Type.Integer({ minimum: 1, maximum: 65535 }), { maxItems: 2 }),
+  },
+  { additionalProperties: false },
+);
+export type TransitEntry = Static<typeof TransitEntrySchema>;
 
 /** An interface of the site on a topology link. */
 export const PolicyInterfaceSchema = Type.Object(
@@ -181,6 +236,8 @@ export const SitePolicySchema = Type.Object(
     ]),
     localSids: Type.Array(LocalSidSchema),
     routes: Type.Array(PolicyRouteSchema),
+    /** Hop-by-hop paths of other sites' routes crossing this site. Absent in earlier releases: none. */
+    transit: Type.Optional(Type.Array(TransitEntrySchema)),
   },
   { additionalProperties: false },
 );
@@ -252,10 +309,35 @@ export function validatePolicy(input: unknown): PolicyProblem[] {
       if (path.links.length !== path.sites.length - 1) {
         problems.push({ path: `/routes/${i}/${role}/links`, message: 'must have one link fewer than sites' });
       }
-      if (path.segments.length !== path.links.length) {
+      if (routeMode(r) === 'srv6' && path.segments.length !== path.links.length) {
         problems.push({ path: `/routes/${i}/${role}/segments`, message: 'must have one segment per link' });
       }
+      if (routeMode(r) === 'hop-by-hop' && path.segments.length !== 0) {
+        problems.push({ path: `/routes/${i}/${role}/segments`, message: 'must be empty for a hop-by-hop route' });
+      }
     }
+  });
+  if (p.interfaces.length > MAX_TRANSIT_INTERFACES) {
+    problems.push({ path: '/interfaces', message: `at most ${MAX_TRANSIT_INTERFACES} interfaces` });
+  }
+  const transitKeys = new Map<string, number>();
+  (p.transit ?? []).forEach((t, i) => {
+    const at = `/transit/${i}`;
+    if (!classIds.has(t.class)) problems.push({ path: `${at}/class`, message: `unknown class '${t.class}'` });
+    for (const f of ['inIf', 'outIf'] as const) {
+      if (!ifNames.has(t[f])) {
+        problems.push({ path: `${at}/${f}`, message: `'${t[f]}' is not an interface of the policy` });
+      }
+    }
+    if (t.inLink === t.outLink) problems.push({ path: `${at}/outLink`, message: 'must differ from inLink' });
+    if (t.src === p.site || t.dst === p.site) {
+      problems.push({ path: at, message: `a transit entry cannot start or end at this site ('${p.site}')` });
+    }
+    const key = transitKey(t);
+    const first = transitKeys.get(key);
+    if (first !== undefined) {
+      problems.push({ path: at, message: `same route and incoming link as /transit/${first}` });
+    } else transitKeys.set(key, i);
   });
   p.localSids.forEach((s, i) => {
     if (s.action === 'End.X' && !ifNames.has(s.outIf)) {
@@ -272,6 +354,21 @@ export function validatePolicy(input: unknown): PolicyProblem[] {
 export function pathProbePort(policy: SitePolicy, slot: number, role: 'primary' | 'backup'): number | null {
   if (policy.pathProbePortBase === null) return null;
   return policy.pathProbePortBase + 2 * slot + (role === 'backup' ? 1 : 0);
+}
+
+/** The forwarding mode of a route (absent: SRv6, the only mode of earlier releases). */
+export function routeMode(route: { forwarding?: ForwardingMode }): ForwardingMode {
+  return route.forwarding ?? 'srv6';
+}
+
+/** Whether a policy needs SRv6 from the data plane (a route in SRv6 mode, or a SID to serve). */
+export function policyNeedsSrv6(policy: SitePolicy): boolean {
+  return policy.localSids.length > 0 || policy.routes.some((r) => routeMode(r) === 'srv6');
+}
+
+/** The key of a transit entry: what a site tells packets apart by (route and incoming link). */
+export function transitKey(t: { src: string; dst: string; class: string; inLink: string }): string {
+  return `${t.class}/${t.src}>${t.dst}@${t.inLink}`;
 }
 
 /** The key of a route inside a site policy. */
