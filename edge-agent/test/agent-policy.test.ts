@@ -16,6 +16,7 @@ import {
   type ApplyOutcome,
   type DriverSnapshot,
   type PolicyDriver,
+  type ForwardingCapabilities,
   type RerouteOutcome,
   type SitePolicy,
 } from '../src/index';
@@ -86,6 +87,15 @@ class FakeDriver implements PolicyDriver {
   applied: SitePolicy[] = [];
   failNext: DriverError | null = null;
   backups = new Set<number>();
+  capabilities(): Promise<ForwardingCapabilities> {
+    return Promise.resolve({
+      platform: 'linux',
+      platformVersion: 'fake',
+      modes: ['srv6', 'hop-by-hop'],
+      features: [],
+      missing: [],
+    });
+  }
   apply(policy: SitePolicy): Promise<ApplyOutcome> {
     if (this.failNext !== null) {
       const error = this.failNext;
