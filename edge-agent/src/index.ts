@@ -1,6 +1,7 @@
 export * from './policy';
 export * from './driver';
 export * from './driver-linux';
+export * from './capabilities-linux';
 export * from './driver-routeros';
 export * from './policy-reroute';
 export * from './link-alarm';
