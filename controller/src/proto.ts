@@ -54,6 +54,25 @@ export interface Hello {
   instanceId: string;
   appliedPolicyVersion: number;
   appliedPolicyHash: string;
+  /** What the agent's data plane can do; null when the agent did not say (earlier releases). */
+  forwarding: ForwardingCapabilities | null;
+}
+
+/**
+ * `Hello.forwarding`, as decoded: nothing is checked yet (`checkHello` in agent-messages.ts
+ * validates it). The agent's type is `ForwardingCapabilities` in edge-agent/src/driver.ts.
+ */
+export interface ForwardingCapabilities {
+  /** `srv6` | `hop-by-hop`; empty: the agent applies no policy. */
+  modes: string[];
+  /** `linux` | `routeros` | `none`. */
+  platform: string;
+  /** Kernel release or RouterOS version. */
+  platformVersion: string;
+  /** Features found (`srv6-encap`, `nftables`, ...). */
+  features: string[];
+  /** Features missing, each `feature: why`. */
+  missing: string[];
 }
 
 export interface ProbeSample {

@@ -51,6 +51,20 @@ export interface HelloMsg {
   instanceId: string;
   appliedPolicyVersion: number;
   appliedPolicyHash: string;
+  /**
+   * What this agent's data plane can do (the driver's `capabilities()`, asked once at start);
+   * absent when the applier does not say (the controller then counts the site as without SRv6).
+   */
+  forwarding?: ForwardingCapabilitiesMsg;
+}
+
+/** `meridian.v1.ForwardingCapabilities`: the wire form of the driver's `ForwardingCapabilities`. */
+export interface ForwardingCapabilitiesMsg {
+  modes: string[];
+  platform: string;
+  platformVersion: string;
+  features: string[];
+  missing: string[];
 }
 
 export interface AgentEventMsg {
