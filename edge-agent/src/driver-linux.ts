@@ -1,17 +1,18 @@
 /**
  * The Linux policy driver: renders a {@link SitePolicy} with iproute2 and nftables, inside a given
- * network namespace (or the current one). Mapping (see policy.ts for why SRv6):
+ * network namespace (or the current one). Mapping (see policy.ts for the two forwarding modes):
  *
  * | policy                      | kernel object (all tagged as owned)                                   |
  * |-----------------------------|-----------------------------------------------------------------------|
  * | classes × routes            | `table ip meridian`, chain `classify`: `ip daddr {…} ip dscp {…} meta mark set 0x4d52xxxx` |
- * | route slot n, primary path  | table 20000+2n: `PREFIX encap seg6 mode encap segs … dev IF`, `SEG1/128 dev IF` (proto 77); `ip rule`/`ip -6 rule` pref 20000+2n fwmark → table |
+ * | route slot n, primary path  | table 20000+2n: SRv6 `PREFIX encap seg6 mode encap segs … dev IF` and `SEG1/128 dev IF`, or hop-by-hop `PREFIX via NH dev IF` (proto 77); `ip rule`/`ip -6 rule` pref 20000+2n fwmark → table |
  * | route slot n, backup path   | table 20001+2n, rule pref 20001+2n (right behind the primary rule)    |
  * | unmarked local traffic      | table 20000 (rule pref 29990): one route per destination prefix        |
+ * | transit entries (hop-by-hop)| nft chain `transit` (prerouting, before `classify`): `iifname` verdict map to a chain per incoming interface, `ip saddr {…} ip daddr {…} [udp sport {probe ports} \| class match] meta mark set 0x4d52c000+i`; table and rule pref 19000+i: `default via NH dev IF` for outgoing interface i |
  * | localSids                   | main table, proto 77: `SID/128 encap seg6local action End.X nh6 … dev IF`, `End.DX4 nh4 0.0.0.0 dev <first link>` |
  *
  * Ownership: the nftables table `meridian` (whose comment carries `meridian:<hash>:<version>`),
- * rule preferences 20000–29999, routes with protocol 77. Everything else is left alone.
+ * rule preferences 19000–29999, routes with protocol 77. Everything else is left alone.
  */
 import { spawn } from 'node:child_process';
 import {
@@ -20,7 +21,11 @@ import {
   PROBE_MARK_BASE,
   ROUTE_PROTO,
   TABLE_BASE,
+  TRANSIT_MARK_BASE,
+  TRANSIT_TABLE_BASE,
+  policyNeedsSrv6,
   routeKey,
+  routeMode,
   validatePolicy,
   type PathState,
   type PolicyRoute,
@@ -28,6 +33,7 @@ import {
 } from './policy';
 import {
   DriverError,
+  type ForwardingCapabilities,
   type ActivePath,
   type ApplyOutcome,
   type DriverSnapshot,
@@ -35,6 +41,7 @@ import {
   type RerouteOutcome,
 } from './driver';
 import { IpBatchSession, type IpBatchOutcome } from './ip-batch-session';
+import { probeLinuxCapabilities } from './capabilities-linux';
 
 export interface LinuxDriverOptions {
   /** Network namespace to work in (`ip -n NS`, `ip netns exec NS nft`); absent: the current one. */
@@ -89,7 +96,7 @@ const IP_PARSE_ERROR = /Command line is not complete|Error:/;
 
 /** What a batch session serves (see `#session`). */
 type SessionUse = 'switch' | 'apply';
-const PREF_MIN = TABLE_BASE;
+const PREF_MIN = TRANSIT_TABLE_BASE;
 /** The kernel is read again (instead of trusting the last apply) at least this often. */
 const KERNEL_REREAD_MS = 30_000;
 const PREF_MAX = 29999;
@@ -102,6 +109,8 @@ const probeMarkOf = (slot: number, role: 'p' | 'b'): number =>
 /** ip's words for a rule already deleted / already added: a switch that finds it done. */
 const NOT_THERE = /No such file|not exist/i;
 const ALREADY_THERE = /File exists/;
+/** The kernel's words for an SRv6 route on a kernel without SRv6 lightweight tunnels. */
+const NO_LWT = /lwt encapsulation type not supported|seg6.*not supported|Unknown.*seg6/i;
 /** ip's words for a route already deleted. */
 const ROUTE_NOT_THERE = /No such process/;
 
@@ -120,6 +129,13 @@ function alreadyDone(line: string, error: string): boolean {
   return false;
 }
 const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** What the driver compares a path's table route by (the kernel side: {@link kernelSignature}). */
+function pathSignature(route: PolicyRoute, p: PathState): string {
+  return routeMode(route) === 'srv6'
+    ? `seg6|${p.segments.join(',')}|${p.outIf}`
+    : `plain|${p.outIf}|${p.nextHop4}`;
+}
 
 function normDst(dst: string, family: Family): string {
   if (dst === 'default') return family === 4 ? '0.0.0.0/0' : '::/0';
@@ -151,7 +167,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
    * Sysctls set and interfaces seen by the last successful apply: each check is a process spawn,
    * and a spawn blocks the agent's event loop (and its probes) for ~10 ms under a policy burst.
    */
-  #sysctlsSet = false;
+  #sysctlsSet: 'ip' | 'srv6' | null = null;
   #interfacesSeen = '';
   /**
    * What this driver left in the kernel after its last successful apply, so the next apply diffs
@@ -173,6 +189,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
    * end with {@link close}.
    */
   readonly #sessions = new Map<string, IpBatchSession>();
+  #capabilities: Promise<ForwardingCapabilities> | null = null;
 
   /** The state left by the last apply, while it can be trusted (see `#known`). */
   #fresh(): KnownState | null {
@@ -189,6 +206,31 @@ export class LinuxPolicyDriver implements PolicyDriver {
   /** The last policy this driver applied, or null. */
   get current(): SitePolicy | null {
     return this.#current;
+  }
+
+  capabilities(): Promise<ForwardingCapabilities> {
+    this.#capabilities ??= probeLinuxCapabilities({
+      ...(this.#netns !== undefined ? { netns: this.#netns } : {}),
+      ipBin: this.#ip,
+      nftBin: this.#nft,
+    });
+    return this.#capabilities;
+  }
+
+  /** Null when this kernel can render the policy, else why not (before anything is touched). */
+  async #unsupported(policy: SitePolicy): Promise<DriverError | null> {
+    if (!policyNeedsSrv6(policy)) return null;
+    const caps = await this.capabilities();
+    if (caps.modes.includes('srv6')) return null;
+    const srv6Route = policy.routes.find((r) => routeMode(r) === 'srv6');
+    const why = caps.missing.filter((m) => m.startsWith('srv6')).join('; ');
+    return new DriverError(
+      'AGENT_ERR_DRIVER_UNSUPPORTED',
+      `policy ${policy.hash.slice(0, 12)} needs SRv6 (${
+        srv6Route !== undefined ? `route ${routeKey(srv6Route)} is in srv6 mode` : 'it carries local SIDs'
+      }) and this kernel (${caps.platformVersion}) has none: use hop-by-hop forwarding`,
+      { detail: why },
+    );
   }
 
   async #ipCmd(args: readonly string[], input?: string): Promise<ExecResult> {
@@ -331,15 +373,29 @@ export class LinuxPolicyDriver implements PolicyDriver {
   #render(policy: SitePolicy): { rules: RuleSpec[]; routes: RouteSpec[] } {
     const rules: RuleSpec[] = [];
     const routes: RouteSpec[] = [];
-    const encapRoutes = (table: number, prefixes: readonly string[], p: PathState, src?: string): void => {
+    const encapRoutes = (table: number, route: PolicyRoute, p: PathState, src?: string): void => {
+      const prefixes = route.dstPrefixes;
+      const srcAttr = src !== undefined ? ` src ${src}` : '';
+      if (routeMode(route) === 'hop-by-hop') {
+        for (const prefix of prefixes) {
+          routes.push({
+            family: 4,
+            table: String(table),
+            dst: prefix,
+            attrs: `via ${p.nextHop4} dev ${p.outIf}${srcAttr}`,
+            signature: pathSignature(route, p),
+          });
+        }
+        return;
+      }
       const segs = p.segments.join(',');
       for (const prefix of prefixes) {
         routes.push({
           family: 4,
           table: String(table),
           dst: prefix,
-          attrs: `encap seg6 mode encap segs ${segs} dev ${p.outIf}${src !== undefined ? ` src ${src}` : ''}`,
-          signature: `seg6|${segs}|${p.outIf}`,
+          attrs: `encap seg6 mode encap segs ${segs} dev ${p.outIf}${srcAttr}`,
+          signature: pathSignature(route, p),
         });
       }
       const first = p.segments[0] ?? '';
@@ -360,14 +416,14 @@ export class LinuxPolicyDriver implements PolicyDriver {
     for (const r of byDefaultFirst) {
       if (baseDone.has(r.dst)) continue;
       baseDone.add(r.dst);
-      encapRoutes(TABLE_BASE, r.dstPrefixes, r.primary, policy.hostAddress);
+      encapRoutes(TABLE_BASE, r, r.primary, policy.hostAddress);
     }
     if (baseDone.size > 0) {
       for (const family of [4, 6] as const)
         rules.push({ family, pref: BASE_RULE_PREF, fwmark: null, table: TABLE_BASE });
     }
     for (const r of policy.routes) {
-      encapRoutes(primaryTable(r.slot), r.dstPrefixes, r.primary);
+      encapRoutes(primaryTable(r.slot), r, r.primary);
       for (const family of [4, 6] as const) {
         rules.push({
           family,
@@ -395,7 +451,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
         }
       }
       if (r.backup !== null) {
-        encapRoutes(backupTable(r.slot), r.dstPrefixes, r.backup);
+        encapRoutes(backupTable(r.slot), r, r.backup);
         for (const family of [4, 6] as const) {
           rules.push({
             family,
@@ -405,6 +461,24 @@ export class LinuxPolicyDriver implements PolicyDriver {
           });
         }
       }
+    }
+    for (const i of transitInterfaces(policy)) {
+      const iface = policy.interfaces[i];
+      const nh = (policy.transit ?? []).find((t) => t.outIf === iface?.ifName)?.nextHop4;
+      if (iface === undefined || nh === undefined) continue;
+      routes.push({
+        family: 4,
+        table: String(TRANSIT_TABLE_BASE + i),
+        dst: 'default',
+        attrs: `via ${nh} dev ${iface.ifName}`,
+        signature: `plain|${iface.ifName}|${nh}`,
+      });
+      rules.push({
+        family: 4,
+        pref: TRANSIT_TABLE_BASE + i,
+        fwmark: TRANSIT_MARK_BASE + i,
+        table: TRANSIT_TABLE_BASE + i,
+      });
     }
     for (const s of policy.localSids) {
       if (s.action === 'End.X') {
@@ -466,16 +540,11 @@ export class LinuxPolicyDriver implements PolicyDriver {
       const cls = classById.get(r.class);
       const conds = [`ip daddr { ${r.dstPrefixes.join(', ')} }`];
       const m = r.class === policy.defaultClass ? undefined : cls?.match;
-      if (m?.dscp !== undefined) conds.push(`ip dscp { ${m.dscp.join(', ')} }`);
-      if (m?.protocol !== undefined) {
-        conds.push(`meta l4proto ${m.protocol}`);
-        if (m.ports !== undefined) conds.push(`${m.protocol} dport { ${m.ports.join(', ')} }`);
-      } else if (m?.ports !== undefined) {
-        conds.push(`th dport { ${m.ports.join(', ')} }`);
-      }
+      conds.push(...classConditions(m));
       lines.push(`    ${conds.join(' ')} meta mark set ${hex(markOf(r.slot))} accept`);
     }
     const comment = `meridian:${policy.hash}:${policy.version}`;
+    const transit = this.#renderTransit(policy, classOrder, classById);
     return [
       `table ip ${NFT_TABLE}`,
       `delete table ip ${NFT_TABLE}`,
@@ -484,8 +553,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
       '  chain classify {',
       ...lines,
       '  }',
+      ...transit.chains,
+      '  chain transit {',
+      ...transit.dispatch,
+      '  }',
       '  chain prerouting {',
       '    type filter hook prerouting priority mangle; policy accept;',
+      // Transit first: a packet of another site's route must not be taken by this site's own
+      // route to the same destination (its entry says where its path goes next).
+      '    jump transit',
       '    jump classify',
       '  }',
       '  chain probes {',
@@ -499,6 +575,48 @@ export class LinuxPolicyDriver implements PolicyDriver {
       '}',
       '',
     ].join('\n');
+  }
+
+  /**
+   * The transit chains: one per incoming interface (entered through a verdict map on `iifname`,
+   * so a packet meets only the entries of the link it came over), probe-port lines first (a path
+   * probe follows its path whatever its DSCP), then the class lines in match order, the default
+   * class last; each sets the mark of the outgoing interface's table.
+   */
+  #renderTransit(
+    policy: SitePolicy,
+    classOrder: ReadonlyMap<string, number>,
+    classById: ReadonlyMap<string, SitePolicy['classes'][number]>,
+  ): { chains: string[]; dispatch: string[] } {
+    const entries = policy.transit ?? [];
+    if (entries.length === 0) return { chains: [], dispatch: [] };
+    const ifIndex = new Map(policy.interfaces.map((i, n) => [i.ifName, n]));
+    const byIn = new Map<string, typeof entries>();
+    for (const e of entries) byIn.set(e.inIf, [...(byIn.get(e.inIf) ?? []), e]);
+    const chains: string[] = [];
+    const vmap: string[] = [];
+    for (const [inIf, list] of [...byIn.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const chain = `t_${inIf.replace(/[^A-Za-z0-9_]/g, '_')}`;
+      vmap.push(`"${inIf}" : jump ${chain}`);
+      const probes: string[] = [];
+      const ordered = [...list].sort((a, b) => {
+        const da = a.class === policy.defaultClass ? 1 : 0;
+        const db = b.class === policy.defaultClass ? 1 : 0;
+        return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0);
+      });
+      const lines: string[] = [];
+      for (const e of ordered) {
+        const mark = hex(TRANSIT_MARK_BASE + (ifIndex.get(e.outIf) ?? 0));
+        const who = `ip saddr { ${e.srcPrefixes.join(', ')} } ip daddr { ${e.dstPrefixes.join(', ')} }`;
+        if (e.probePorts.length > 0) {
+          probes.push(`    ${who} udp sport { ${e.probePorts.join(', ')} } meta mark set ${mark} accept`);
+        }
+        const m = e.class === policy.defaultClass ? undefined : classById.get(e.class)?.match;
+        lines.push(`    ${[who, ...classConditions(m)].join(' ')} meta mark set ${mark} accept`);
+      }
+      chains.push(`  chain ${chain} {`, ...probes, ...lines, '  }');
+    }
+    return { chains, dispatch: [`    iifname vmap { ${vmap.join(', ')} }`] };
   }
 
   async #checkInterfaces(policy: SitePolicy): Promise<DriverError | null> {
@@ -528,6 +646,8 @@ export class LinuxPolicyDriver implements PolicyDriver {
         inForce,
       };
     }
+    const unsupported = await this.#unsupported(policy);
+    if (unsupported !== null) return { ok: false, error: unsupported, inForce };
     try {
       const bad = await this.#checkInterfaces(policy);
       if (bad !== null) return { ok: false, error: bad, inForce };
@@ -537,14 +657,15 @@ export class LinuxPolicyDriver implements PolicyDriver {
       for (const family of [4, 6] as const) this.#session('switch', family).start();
       return { ok: true, hash: policy.hash, ...result };
     } catch (err) {
-      const error =
+      const error = asUnsupported(
         err instanceof DriverError
           ? err
           : new DriverError('AGENT_ERR_DRIVER_APPLY', `applying policy failed: ${String(err)}`, {
               cause: err,
-            });
+            }),
+      );
       // Put the previous policy back (or nothing, if there was none); check everything again.
-      this.#sysctlsSet = false;
+      this.#sysctlsSet = null;
       this.#interfacesSeen = '';
       const previous = this.#current;
       try {
@@ -558,7 +679,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
   }
 
   async #sync(policy: SitePolicy): Promise<{ changes: number; removed: number }> {
-    await this.#ensureSysctls();
+    await this.#ensureSysctls(policyNeedsSrv6(policy));
     const want = this.#render(policy);
     // The same content again is a reconcile request (a re-send, a restart): read the kernel then.
     const known = this.#current?.hash === policy.hash ? null : this.#fresh();
@@ -578,7 +699,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
       const b = v4Rules.has(`${backupTable(r.slot)}|${markOf(r.slot)}`);
       const prefix = r.dstPrefixes[0] ?? '';
       const sig = haveRoutes.get(`4|${primaryTable(r.slot)}|${prefix}`);
-      if (!p && b && r.backup !== null && sig === `seg6|${r.primary.segments.join(',')}|${r.primary.outIf}`) {
+      if (!p && b && r.backup !== null && sig === pathSignature(r, r.primary)) {
         onBackup.add(markOf(r.slot));
       }
     }
@@ -624,7 +745,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
 
     // Order: new forwarding state first, then the rules pointing at it, then the classifier
     // (atomic swap), then what is no longer referenced.
-    const tunsrc = [`sr tunsrc set ${policy.tunnelSource}`];
+    const tunsrc = policyNeedsSrv6(policy) ? [`sr tunsrc set ${policy.tunnelSource}`] : [];
     await this.#batch(null, [...tunsrc, ...addRoutes]);
     await this.#batch(4, add4);
     await this.#batch(6, add6);
@@ -666,13 +787,17 @@ export class LinuxPolicyDriver implements PolicyDriver {
     };
   }
 
-  async #ensureSysctls(): Promise<void> {
-    if (this.#sysctlsSet) return;
+  async #ensureSysctls(srv6: boolean): Promise<void> {
+    if (this.#sysctlsSet === 'srv6' || (this.#sysctlsSet === 'ip' && !srv6)) return;
     const settings = [
       'net.ipv4.ip_forward=1',
       'net.ipv6.conf.all.forwarding=1',
-      'net.ipv6.conf.all.seg6_enabled=1',
-      'net.ipv6.conf.default.seg6_enabled=1',
+      // Hop-by-hop transit packets arrive with a far site's source over whichever link their path
+      // takes, not necessarily the one this site would use to answer: strict reverse-path
+      // filtering would drop them. 0 off, 2 loose; the kernel applies the larger of all and the device.
+      'net.ipv4.conf.all.rp_filter=0',
+      'net.ipv4.conf.default.rp_filter=0',
+      ...(srv6 ? ['net.ipv6.conf.all.seg6_enabled=1', 'net.ipv6.conf.default.seg6_enabled=1'] : []),
     ];
     const args = ['-q', '-w', ...settings];
     const r =
@@ -680,11 +805,11 @@ export class LinuxPolicyDriver implements PolicyDriver {
         ? await run('sysctl', args)
         : await run(this.#ip, ['netns', 'exec', this.#netns, 'sysctl', ...args]);
     if (r.code !== 0) {
-      throw new DriverError('AGENT_ERR_DRIVER_APPLY', 'cannot enable forwarding and SRv6', {
+      throw new DriverError('AGENT_ERR_DRIVER_APPLY', `cannot set ${settings.join(' ')}`, {
         detail: r.stderr.trim(),
       });
     }
-    this.#sysctlsSet = true;
+    this.#sysctlsSet = srv6 ? 'srv6' : 'ip';
   }
 
   #route(key: string): PolicyRoute | DriverError {
@@ -886,11 +1011,42 @@ function kernelSignature(r: Record<string, unknown>): string {
       return `seg6|${(r['segs'] as string[] | undefined)?.join(',') ?? ''}|${dev}`;
     case 'seg6local':
       return `${str(r['action'])}|${str(r['nh6']) || str(r['nh4'])}|${dev}`;
-    default:
-      return `plain|${dev}`;
+    default: {
+      const via = str(r['gateway']);
+      return via === '' ? `plain|${dev}` : `plain|${dev}|${via}`;
+    }
   }
 }
 
 function str(v: unknown): string {
   return typeof v === 'string' ? v : typeof v === 'number' ? String(v) : '';
+}
+
+/** nft conditions of a class match (none: every packet). */
+function classConditions(m: SitePolicy['classes'][number]['match']): string[] {
+  const conds: string[] = [];
+  if (m?.dscp !== undefined) conds.push(`ip dscp { ${m.dscp.join(', ')} }`);
+  if (m?.protocol !== undefined) {
+    conds.push(`meta l4proto ${m.protocol}`);
+    if (m.ports !== undefined) conds.push(`${m.protocol} dport { ${m.ports.join(', ')} }`);
+  } else if (m?.ports !== undefined) {
+    conds.push(`th dport { ${m.ports.join(', ')} }`);
+  }
+  return conds;
+}
+
+/** Indexes (in `interfaces`) of the outgoing interfaces of the policy's transit entries. */
+function transitInterfaces(policy: SitePolicy): number[] {
+  const used = new Set((policy.transit ?? []).map((t) => t.outIf));
+  return policy.interfaces.flatMap((i, n) => (used.has(i.ifName) ? [n] : []));
+}
+
+/** A kernel refusal that means "no SRv6 here" becomes AGENT_ERR_DRIVER_UNSUPPORTED, not a raw message. */
+function asUnsupported(err: DriverError): DriverError {
+  if (err.code !== 'AGENT_ERR_DRIVER_APPLY' || !NO_LWT.test(`${err.message} ${err.detail ?? ''}`)) return err;
+  return new DriverError(
+    'AGENT_ERR_DRIVER_UNSUPPORTED',
+    'this kernel has no SRv6 lightweight tunnels (encap seg6): use hop-by-hop forwarding',
+    { detail: `${err.message}: ${err.detail ?? ''}`, cause: err },
+  );
 }
