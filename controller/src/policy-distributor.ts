@@ -26,9 +26,19 @@
  * doubling up to `retryMaxMs`: otherwise a site stays on its previous policy until the next route
  * change, which on a quiet network may be never. Between retries the status stays `failed`, with
  * the error, so an operator sees it.
+ *
+ * Make before break (hop-by-hop forwarding): a route's path is installed at every site it crosses,
+ * so a head-end that moves a route before the new path's transit sites have their entries sends
+ * packets where nobody expects them. In one `distribute()`, the sites whose own routes did not
+ * change (only transit entries: new paths of other sites' routes) are pushed first, and the sites
+ * whose routes changed — the head-ends — once those acked (or failed), or after `holdMaxMs` at most.
+ * SRv6 routes need no such order (transit sites hold no per-route state): a batch without a
+ * hop-by-hop head-end change is pushed at once. The old path's entries stay one version longer
+ * (the compiler's `previousRoutes`), so the switch at the head-end is the last step.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import { contentHash } from '@meridian/topology';
 import type { AgentGateway, AgentPresence } from './agent-gateway';
 import type { CompiledSitePolicy } from './policy-compiler';
 import { policyJson, type PolicyRef } from './policy-store';
@@ -79,6 +89,8 @@ export interface PolicyDistributorOptions {
   readonly retryMaxMs?: number;
   /** An agent holds a version above its target (see the module comment). */
   readonly onAgentAhead?: (site: string, held: PolicyRef) => void;
+  /** Longest a head-end's push waits for the transit sites of its batch (default 1000 ms; 0: no order). */
+  readonly holdMaxMs?: number;
 }
 
 export type PolicyDistributorEvents = {
@@ -101,6 +113,15 @@ interface Target {
   updatedAt: number;
   /** The ack timeout while pending, the retry while failed. */
   timer: NodeJS.Timeout | undefined;
+  /** Content hash of the policy's own routes: tells a head-end change from a transit-only one. */
+  routesSig: string;
+}
+
+/** Head-end pushes waiting for the transit sites of their batch (see the module comment). */
+interface HeldBatch {
+  readonly waiting: Set<string>;
+  readonly held: Map<string, Target>;
+  timer: NodeJS.Timeout | undefined;
 }
 
 export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
@@ -113,8 +134,10 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
   readonly #onAgentAhead: PolicyDistributorOptions['onAgentAhead'];
   readonly #targets = new Map<string, Target>();
   readonly #connected = new Set<string>();
+  readonly #holdMaxMs: number;
+  readonly #batches = new Set<HeldBatch>();
   #closed = false;
-  readonly counters = { pushes: 0, acks: 0, ignoredAcks: 0, timeouts: 0, retries: 0 };
+  readonly counters = { pushes: 0, acks: 0, ignoredAcks: 0, timeouts: 0, retries: 0, heldPushes: 0 };
 
   constructor(opts: PolicyDistributorOptions) {
     super();
@@ -125,6 +148,7 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
     this.#retryBaseMs = Math.max(1, opts.retryBaseMs ?? 1000);
     this.#retryMaxMs = Math.max(this.#retryBaseMs, opts.retryMaxMs ?? 30_000);
     this.#onAgentAhead = opts.onAgentAhead;
+    this.#holdMaxMs = Math.max(0, opts.holdMaxMs ?? 1000);
     opts.gateway.on('agent-connected', (p) => this.#connectedAgent(p));
     opts.gateway.on('agent-disconnected', (p) => this.#disconnected(p.site));
     opts.gateway.on('policy-ack', (site, ack) => this.#ack(site, ack));
@@ -137,6 +161,8 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
    */
   distribute(policies: readonly CompiledSitePolicy[]): string[] {
     const pushed: string[] = [];
+    const transitFirst: string[] = [];
+    const headEnds: [string, Target][] = [];
     for (const p of policies) {
       const old = this.#targets.get(p.site);
       if (old !== undefined && p.version <= old.version) {
@@ -154,11 +180,60 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
         error: null,
         updatedAt: Date.now(),
         timer: undefined,
+        routesSig: contentHash(p.routes),
       };
       this.#targets.set(p.site, t);
-      if (this.#connected.has(p.site) && this.#push(p.site, t)) pushed.push(p.site);
+      if (!this.#connected.has(p.site)) continue;
+      const hopByHopHeadEnd =
+        old !== undefined &&
+        old.routesSig !== t.routesSig &&
+        p.routes.some((r) => r.forwarding === 'hop-by-hop');
+      if (hopByHopHeadEnd) headEnds.push([p.site, t]);
+      else {
+        if (old === undefined || old.routesSig === t.routesSig) transitFirst.push(p.site);
+        if (this.#push(p.site, t)) pushed.push(p.site);
+      }
     }
+    const waiting = new Set(transitFirst.filter((s) => this.#targets.get(s)?.status === 'pending'));
+    if (headEnds.length === 0) return pushed;
+    if (waiting.size === 0 || this.#holdMaxMs === 0) {
+      for (const [site, t] of headEnds) if (this.#push(site, t)) pushed.push(site);
+      return pushed;
+    }
+    const batch: HeldBatch = { waiting, held: new Map(headEnds), timer: undefined };
+    batch.timer = setTimeout(() => this.#release(batch, 'hold expired'), this.#holdMaxMs);
+    batch.timer.unref();
+    this.#batches.add(batch);
+    this.counters.heldPushes += headEnds.length;
+    this.#log.debug(
+      { headEnds: headEnds.map(([s]) => s), transitSites: [...waiting] },
+      'head-end pushes wait for the transit sites (make before break)',
+    );
     return pushed;
+  }
+
+  /** Pushes a batch's held head-end policies that are still their sites' targets. */
+  #release(batch: HeldBatch, why: string): void {
+    if (!this.#batches.delete(batch)) return;
+    if (batch.timer) clearTimeout(batch.timer);
+    if (batch.waiting.size > 0)
+      this.#log.info({ waiting: [...batch.waiting], why }, 'head-end pushes released');
+    for (const [site, t] of batch.held) {
+      if (
+        this.#targets.get(site) === t &&
+        t.status === 'pending' &&
+        t.attempts === 0 &&
+        this.#connected.has(site)
+      )
+        this.#push(site, t);
+    }
+  }
+
+  /** A site of a batch settled: the batch's head-ends go when none is left waiting. */
+  #transitSettled(site: string): void {
+    for (const b of [...this.#batches]) {
+      if (b.waiting.delete(site) && b.waiting.size === 0) this.#release(b, 'transit sites settled');
+    }
   }
 
   /** Per-agent status of every site that has a target, sorted by site. */
@@ -188,6 +263,8 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
 
   close(): void {
     this.#closed = true;
+    for (const b of this.#batches) if (b.timer) clearTimeout(b.timer);
+    this.#batches.clear();
     for (const t of this.#targets.values()) if (t.timer) clearTimeout(t.timer);
   }
 
@@ -234,6 +311,7 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
     if (t.timer) clearTimeout(t.timer);
     t.timer = undefined;
     this.emit('settled', site, t.version, status === 'applied');
+    this.#transitSettled(site);
     if (status === 'applied') {
       this.#log.info({ site, version: t.version }, 'policy applied');
       this.emit('applied', site, t.version, t.hash);
@@ -289,6 +367,7 @@ export class PolicyDistributor extends EventEmitter<PolicyDistributorEvents> {
 
   #disconnected(site: string): void {
     this.#connected.delete(site);
+    this.#transitSettled(site); // it will not ack: its head-end partners need not wait for it
     const t = this.#targets.get(site);
     if (t?.timer) clearTimeout(t.timer);
     if (t) t.timer = undefined;

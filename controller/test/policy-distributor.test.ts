@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import t from 'tap';
 import { eventually, ops, report, sleep, smallTopology, startController } from './helpers';
 import { allApplied, connectAgents, planFor, PolicyAgent } from './policy-helpers';
+import type { CompiledSitePolicy } from '../src/policy-compiler';
 
 const SITES = ['bj1', 'sh1', 'sh2'];
 const plan = planFor(smallTopology());
@@ -338,5 +339,66 @@ t.test(
       'next version',
     );
     t.equal(c.policies.versions().at(-1)!.version, 2, 'not 1 again');
+  },
+);
+
+t.test(
+  'hop-by-hop: a head-end is pushed after the transit sites of its batch (make before break)',
+  async (t) => {
+    const c = await startController({ addressing: plan });
+    t.teardown(() => c.stop());
+    const agents = await connectAgents(c, SITES);
+    t.teardown(() => {
+      for (const a of agents.values()) a.close();
+    });
+    await eventually(() => allApplied(c, SITES), 10_000, 'first version applied');
+    const bj1 = agents.get('bj1')!;
+    const sh1 = agents.get('sh1')!;
+    /** The sites' current policies as a new version: bj1's own routes changed, sh1's transit only. */
+    const current = (await c.policies.policiesAt(c.distributor.statusOf('bj1')!.version))!;
+    const batch = async (changed: number): Promise<CompiledSitePolicy[]> => {
+      const version = (await c.policies.nextVersion()) + 1000;
+      const head = current.get('bj1')!;
+      const transit = current.get('sh1')!;
+      const headEnd = {
+        ...head,
+        version,
+        hash: `${head.hash.slice(0, 60)}${String(version % 10000).padStart(4, '0')}`,
+        routes: head.routes.map((r, i) =>
+          i === changed ? { ...r, forwarding: 'hop-by-hop' as const, status: 'degraded' as const } : r,
+        ),
+      };
+      const transitOnly = {
+        ...transit,
+        version,
+        hash: `${transit.hash.slice(0, 60)}${String(version % 10000).padStart(4, '0')}`,
+        transit: [...transit.transit],
+      };
+      t.ok(head.routes.length > 0, 'bj1 has routes to change');
+      return [headEnd, transitOnly];
+    };
+
+    await t.test('the head-end waits for the transit site to apply', async (t) => {
+      const [headEnd, transitOnly] = await batch(0);
+      const pushed = c.distributor.distribute([headEnd!, transitOnly!]);
+      t.same(pushed, ['sh1'], 'only the transit site is pushed at once');
+      const push = await bj1.waitPush((p) => Number(p.version) === headEnd!.version);
+      t.equal(
+        c.distributor.statusOf('sh1')!.status,
+        'applied',
+        `the head-end got v${Number(push.version)} once the transit site had applied it`,
+      );
+      await eventually(() => c.distributor.statusOf('bj1')!.status === 'applied', 10_000, 'bj1 applied');
+    });
+
+    await t.test('a transit site that goes away does not hold the head-end', async (t) => {
+      const [headEnd, transitOnly] = await batch(1);
+      sh1.mode = { kind: 'silent' };
+      t.same(c.distributor.distribute([headEnd!, transitOnly!]), ['sh1']);
+      await sh1.waitPush((p) => Number(p.version) === transitOnly!.version);
+      sh1.close();
+      await bj1.waitPush((p) => Number(p.version) === headEnd!.version);
+      t.equal(c.distributor.statusOf('sh1')!.connected, false, 'released when sh1 disconnected');
+    });
   },
 );
