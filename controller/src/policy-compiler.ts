@@ -346,7 +346,7 @@ export function compilePoliciesDetailed(
         for (const t of pathTransits(path)) {
           const key = `${r.class}/${r.src}>${r.dst}@${t.inLink}`;
           let m = bySite.get(t.site);
-          if (m === undefined) bySite.set(t.site, (m = new Map()));
+          if (m === undefined) bySite.set(t.site, (m = new Map<string, CompiledTransit>()));
           const have = m.get(key);
           if (have !== undefined) {
             // Same incoming link: `ambiguous` guarantees the same outgoing one.
@@ -381,7 +381,7 @@ export function compilePoliciesDetailed(
     const previous = transitOf(options.previousRoutes.flatMap((r) => decide(r, false) ?? []));
     for (const [site, entries] of previous) {
       let m = transit.get(site);
-      if (m === undefined) transit.set(site, (m = new Map()));
+      if (m === undefined) transit.set(site, (m = new Map<string, CompiledTransit>()));
       for (const [key, e] of entries) {
         if (m.has(key)) continue;
         m.set(key, e);
