@@ -24,9 +24,25 @@
  * - fast reroute is local to the source (which runs the per-path probes): the switch is one
  *   kernel operation at the source, no other site and no controller involved.
  *
- * This kernel has SRv6 (verified: `encap seg6`, `seg6local End.X` and `End.DX4` carry traffic
- * over TUN links in the lab, see ops/test/lab-path.test.ts). GRE, IPIP, VRF and MPLS are not
- * available, and hop-by-hop policy routing would need the path choice in the packet anyway.
+ * ## Hop-by-hop, where SRv6 is not there
+ *
+ * Some Linux kernels refuse every SRv6 route ("lwt encapsulation type not supported") and RouterOS
+ * has no SRv6 at all. A route whose head-end or any site of its paths cannot do SRv6 (their agents
+ * report it in their hello) is compiled hop-by-hop instead (`forwarding: 'hop-by-hop'`, empty
+ * `segments`): the head-end steers the first link as before, and every transit site of the
+ * primary and backup paths gets a {@link TransitEntrySchema transit entry}: packets from the
+ * source's prefixes to the destination's prefixes, of the class, that arrive over the path's
+ * incoming link leave over its outgoing link. What tells a route's paths apart at a site both
+ * cross is the link the packet came in by: primary and backup (or protection) paths are
+ * link-disjoint wherever the network allows, so they enter a shared site over different links.
+ * Nothing in the packet changes (no DSCP rewrite, no extra header, so nothing the end points or
+ * carriers see), a RouterOS router can match it (`in-interface`), and the head-end's fast reroute
+ * acts along the whole backup path at once (its transit entries are installed beforehand). The
+ * price: where a backup would enter a site over the primary's link and leave by another, the site
+ * could not tell them apart, so the compiler drops that backup (`ambiguousBackups`); transit sites
+ * hold per-route state, so a route change touches every site of the old and new paths, and the
+ * controller orders it (make before break: the old path's entries stay one version, transit sites
+ * are pushed before the head-end).
  *
  * ## Linux rendering (driver-linux.ts)
  *
@@ -313,7 +329,10 @@ export function validatePolicy(input: unknown): PolicyProblem[] {
         problems.push({ path: `/routes/${i}/${role}/segments`, message: 'must have one segment per link' });
       }
       if (routeMode(r) === 'hop-by-hop' && path.segments.length !== 0) {
-        problems.push({ path: `/routes/${i}/${role}/segments`, message: 'must be empty for a hop-by-hop route' });
+        problems.push({
+          path: `/routes/${i}/${role}/segments`,
+          message: 'must be empty for a hop-by-hop route',
+        });
       }
     }
   });
