@@ -12,11 +12,25 @@
  * socket on the site's management address; the link emulator (one process, root namespace) relays
  * the datagrams between the two ends with the link's delay, jitter and loss (faults change them).
  *
- * Everything made is recorded in a state file before it is made, so `lab down` removes it all
- * even after a crash; it also sweeps namespaces named `mrd-*` and devices `mm<N>`.
+ * Everything made is recorded in a state file before it is made (a process: as it is started,
+ * before anything is awaited), so `lab down` removes it all even after a crash; it also sweeps
+ * namespaces named `mrd-*` and devices `mm<N>`, every process inside a namespace it deletes and
+ * every process whose command line names the lab's state directory.
+ *
+ * Bring-up reports progress ({@link LabProgress}) and can be interrupted (`signal`): each step
+ * checks it, and an interrupted or failed bring-up removes what it made before it rejects.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, openSync, closeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import path from 'node:path';
 import type { Topology } from '@meridian/topology';
@@ -27,12 +41,71 @@ import { dataPlaneScheduling } from './data-plane-scheduling';
 
 export const LAB_STATE_DIR = process.env['MERIDIAN_LAB_DIR'] ?? '/run/meridian-lab';
 
+/** How the lab's policies forward: SRv6 source routes, or a route per hop (no SRv6 in the kernel). */
+export type LabForwarding = 'srv6' | 'hop-by-hop';
+/** What `--forwarding` takes: a mode, or `auto` (SRv6 if this kernel accepts an SRv6 route). */
+export type LabForwardingOption = LabForwarding | 'auto';
+export const LAB_FORWARDING_OPTIONS: readonly LabForwardingOption[] = ['auto', 'srv6', 'hop-by-hop'];
+
+/** Validates a `--forwarding` value (OPS_ERR_BAD_ARGS otherwise). */
+export function parseForwarding(text: string | undefined): LabForwardingOption {
+  if (text === undefined) return 'auto';
+  if ((LAB_FORWARDING_OPTIONS as readonly string[]).includes(text)) return text as LabForwardingOption;
+  throw new OpsError(
+    'OPS_ERR_BAD_ARGS',
+    `--forwarding must be one of ${LAB_FORWARDING_OPTIONS.join(', ')}; got '${text}'`,
+  );
+}
+
 /** What `lab up --json` prints (a public contract). */
 export interface LabDescription {
   sites: { id: string; netns: string; address: string }[];
   links: { id: string; a: string; b: string; ifA: string; ifB: string }[];
   controller: { http: string | null; grpc: string | null };
   apiToken: string | null;
+  /** The forwarding mode in force (the one asked for, or what `auto` found). */
+  forwarding: LabForwarding;
+}
+
+/** One step of bring-up (or of the teardown after a failed or interrupted one). */
+export type LabProgress =
+  | {
+      readonly stage: 'sites' | 'links' | 'agents' | 'policies';
+      readonly done: number;
+      readonly total: number;
+    }
+  | {
+      readonly stage: 'forwarding';
+      readonly mode: LabForwarding;
+      readonly asked: LabForwardingOption;
+      /** Why `auto` chose hop-by-hop (the kernel's refusal). */
+      readonly why: string | null;
+    }
+  | { readonly stage: 'controller'; readonly http: string }
+  | { readonly stage: 'teardown'; readonly removed: number; readonly processes: number };
+
+/** One line for humans (stderr) per progress step. */
+export function formatLabProgress(p: LabProgress): string {
+  switch (p.stage) {
+    case 'sites':
+      return `namespaces (sites) made ${p.done}/${p.total}`;
+    case 'links':
+      return `links made ${p.done}/${p.total}`;
+    case 'agents':
+      return `agents connected ${p.done}/${p.total}`;
+    case 'policies':
+      return `policies applied ${p.done}/${p.total}`;
+    case 'forwarding':
+      return `forwarding: ${p.mode}${p.asked === 'auto' ? ` (auto: ${p.why === null ? 'this kernel accepts SRv6 routes' : `this kernel refuses SRv6 routes: ${p.why}`})` : ''}`;
+    case 'controller':
+      return `controller listening on http://${p.http}/api/v1`;
+    case 'teardown':
+      return `removed the lab: ${p.removed} objects, ${p.processes} processes`;
+    default: {
+      const never: never = p;
+      throw new Error(`unhandled progress ${JSON.stringify(never)}`);
+    }
+  }
 }
 
 /** The state file: everything the lab made, for `down`, `status` and `fault`. */
@@ -115,20 +188,52 @@ function emulatorCommand(configFile: string): { cmd: string; args: string[] } {
   return { cmd: process.execPath, args: [...process.execArgv, ts, configFile] };
 }
 
-/** Starts a lab data-plane process (emulator, socat), detached, with the data plane's scheduling. */
-function spawnDetached(dir: string, name: string, cmd: string, args: readonly string[]): number {
+/**
+ * Starts a lab data-plane process (emulator, socat), detached (its own process group, so a Ctrl-C
+ * at the terminal reaches only the CLI, which then tears down in order), with the data plane's
+ * scheduling. The pid is in the state file before this returns.
+ */
+function spawnDetached(
+  dir: string,
+  state: LabState,
+  what: string,
+  name: string,
+  cmd: string,
+  args: readonly string[],
+): number {
   const log = openSync(path.join(dir, `${name}.log`), 'a');
   const child = spawn(cmd, [...args], { detached: true, stdio: ['ignore', log, log] });
   closeSync(log);
   child.unref();
   if (child.pid === undefined) throw new OpsError('OPS_ERR_LAB_COMMAND', `cannot start ${cmd}`);
+  recordLabPid(dir, state, { pid: child.pid, what });
   dataPlaneScheduling(child.pid);
   return child.pid;
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+/** Adds a process the lab started to its state file (synchronously: nothing can come between). */
+export function recordLabPid(dir: string, state: LabState, p: { pid: number; what: string }): void {
+  state.pids.push(p);
+  writeState(dir, state);
+}
+
+/** Throws OPS_ERR_INTERRUPTED once `signal` is aborted (bring-up checks it at every step). */
+export function checkInterrupted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) {
+    const why = typeof signal.reason === 'string' ? signal.reason : 'interrupted';
+    throw new OpsError('OPS_ERR_INTERRUPTED', `lab bring-up ${why}`);
+  }
+}
+
+async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  signal: AbortSignal | undefined,
+  timeoutMs = 10_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    checkInterrupted(signal);
     if (await check()) return;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -196,9 +301,10 @@ function activeElsewhere(dir: string): ActiveLab | null {
 }
 
 /** Claims the machine's lab slot for `dir`, waiting up to `waitMs` for another lab to go down. */
-async function claimLab(dir: string, waitMs: number): Promise<void> {
+async function claimLab(dir: string, waitMs: number, signal: AbortSignal | undefined): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
+    checkInterrupted(signal);
     const other = activeElsewhere(dir);
     if (other === null) {
       const stale = readActive();
@@ -224,20 +330,51 @@ async function claimLab(dir: string, waitMs: number): Promise<void> {
   }
 }
 
+/** What {@link labUp} gives its `startServices` hook besides the plan and the state. */
+export interface LabServicesContext {
+  readonly stateDir: string;
+  readonly forwarding: LabForwarding;
+  readonly onProgress: (p: LabProgress) => void;
+  readonly signal: AbortSignal | undefined;
+  /** Records a started process in the state file; call it right after spawning, before any await. */
+  readonly recordPid: (p: { pid: number; what: string }) => void;
+}
+
 export interface LabUpOptions {
   readonly stateDir?: string;
   /** Wait this long for another lab on the machine to go down (default 0: refuse at once). */
   readonly waitMs?: number;
-  /** Hook for starting the controller and agents once the data plane is up (later issue work). */
+  /** Forwarding mode of the lab's policies (default auto: probe the kernel for SRv6). */
+  readonly forwarding?: LabForwardingOption;
+  /** Called at every step of bring-up (and with the teardown after a failure). */
+  readonly onProgress?: (p: LabProgress) => void;
+  /** Aborting it interrupts bring-up: what was made is removed, labUp rejects with OPS_ERR_INTERRUPTED. */
+  readonly signal?: AbortSignal;
+  /** Hook for starting the controller and agents once the data plane is up. */
   readonly startServices?: (
     plan: LabPlan,
     state: LabState,
+    ctx?: LabServicesContext,
   ) => Promise<{ http: string; grpc: string; apiToken: string; pids: { pid: number; what: string }[] }>;
+}
+
+/** The test route `auto` adds (and deletes at once) to learn whether this kernel takes SRv6 routes. */
+const SRV6_PROBE_ROUTE = ['198.18.0.0/32', 'encap', 'seg6', 'mode', 'encap', 'segs', 'fc00::1', 'dev', 'lo'];
+
+/** Null when the kernel accepts an SRv6 encap route in `netns` (lo up), else its refusal. */
+export async function probeSrv6(netns: string): Promise<string | null> {
+  const add = await sh('ip', ['-n', netns, 'route', 'add', ...SRV6_PROBE_ROUTE, 'table', '29999']);
+  if (add.code !== 0) return add.stderr.trim().replace(/^Error: /, '') || `ip exited ${add.code}`;
+  await sh('ip', ['-n', netns, 'route', 'del', ...SRV6_PROBE_ROUTE, 'table', '29999']);
+  return null;
 }
 
 /** Builds the lab for a topology; on any failure it removes what it made and rethrows. */
 export async function labUp(topology: Topology, options: LabUpOptions = {}): Promise<LabDescription> {
   const dir = options.stateDir ?? LAB_STATE_DIR;
+  const { signal } = options;
+  const progress = options.onProgress ?? ((): void => undefined);
+  const asked = options.forwarding ?? 'auto';
   const why = await labPrerequisites();
   if (why !== null) throw new OpsError('OPS_ERR_NOT_ROOT', why);
   mkdirSync(dir, { recursive: true });
@@ -247,7 +384,8 @@ export async function labUp(topology: Topology, options: LabUpOptions = {}): Pro
       `a lab is already up (state in ${dir}); run 'meridian lab down' first`,
     );
   }
-  await claimLab(dir, options.waitMs ?? 0);
+  checkInterrupted(signal);
+  await claimLab(dir, options.waitMs ?? 0, signal);
   const plan = labPlan(topology);
   const state: LabState = {
     topologySource: topology.source,
@@ -262,29 +400,46 @@ export async function labUp(topology: Topology, options: LabUpOptions = {}): Pro
   // The controller is started with this plan (its policy compiler's input).
   writeFileSync(path.join(dir, 'plan.json'), JSON.stringify(plan.addressing, null, 2));
   try {
-    await buildLab(dir, topology, plan, state);
+    const forwarding = await buildLab(dir, topology, plan, state, asked, progress, signal);
     const description: LabDescription = {
       sites: plan.sites.map((s) => ({ id: s.id, netns: s.netns, address: s.hostAddress })),
       links: plan.links.map((l) => ({ id: l.id, a: l.a, b: l.b, ifA: l.ifA, ifB: l.ifB })),
       controller: { http: null, grpc: null },
       apiToken: null,
+      forwarding,
     };
     if (options.startServices !== undefined) {
-      const svc = await options.startServices(plan, state);
-      state.pids.push(...svc.pids);
+      const svc = await options.startServices(plan, state, {
+        stateDir: dir,
+        forwarding,
+        onProgress: progress,
+        signal,
+        recordPid: (p) => recordLabPid(dir, state, p),
+      });
+      for (const p of svc.pids) if (!state.pids.some((x) => x.pid === p.pid)) state.pids.push(p);
       description.controller = { http: svc.http, grpc: svc.grpc };
       description.apiToken = svc.apiToken;
     }
+    checkInterrupted(signal);
     state.description = description;
     writeState(dir, state);
     return description;
   } catch (err) {
-    await labDown({ stateDir: dir });
+    const r = await labDown({ stateDir: dir });
+    progress({ stage: 'teardown', removed: r.removed, processes: r.processes });
     throw err;
   }
 }
 
-async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: LabState): Promise<void> {
+async function buildLab(
+  dir: string,
+  topology: Topology,
+  plan: LabPlan,
+  state: LabState,
+  asked: LabForwardingOption,
+  progress: (p: LabProgress) => void,
+  signal: AbortSignal | undefined,
+): Promise<LabForwarding> {
   const sysctls = [
     'net.ipv4.ip_forward=1',
     'net.ipv6.conf.all.forwarding=1',
@@ -297,7 +452,9 @@ async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: L
     'net.ipv6.conf.default.router_solicitations=0',
     'net.ipv6.conf.all.router_solicitations=0',
   ];
+  let sitesMade = 0;
   for (const s of plan.sites) {
+    checkInterrupted(signal);
     state.namespaces.push(s.netns);
     state.rootDevices.push(s.mgmtRootIf);
     writeState(dir, state);
@@ -329,7 +486,16 @@ async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: L
     await must('ip', ['-n', s.netns, 'link', 'set', 'mgmt0', 'up']);
     await must('ip', ['address', 'add', `${s.mgmtRoot}/30`, 'dev', s.mgmtRootIf]);
     await must('ip', ['link', 'set', s.mgmtRootIf, 'up']);
+    progress({ stage: 'sites', done: ++sitesMade, total: plan.sites.length });
   }
+  checkInterrupted(signal);
+  let forwarding: LabForwarding = asked === 'hop-by-hop' ? 'hop-by-hop' : 'srv6';
+  const first = plan.sites[0];
+  if (asked === 'auto' && first !== undefined) {
+    const refused = await probeSrv6(first.netns);
+    forwarding = refused === null ? 'srv6' : 'hop-by-hop';
+    progress({ stage: 'forwarding', mode: forwarding, asked, why: refused });
+  } else progress({ stage: 'forwarding', mode: forwarding, asked, why: null });
   const siteById = new Map(plan.sites.map((s) => [s.id, s]));
   const emuLinks: EmulatedLinkConfig[] = [];
   for (const l of plan.links) {
@@ -351,18 +517,22 @@ async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: L
   const configFile = path.join(dir, 'emulator.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2));
   const emu = emulatorCommand(configFile);
-  const emuPid = spawnDetached(dir, 'emulator', emu.cmd, emu.args);
-  state.pids.push({ pid: emuPid, what: 'link-emulator' });
+  checkInterrupted(signal);
+  const emuPid = spawnDetached(dir, state, 'link-emulator', 'emulator', emu.cmd, emu.args);
   // From now on the emulator keeps the lab alive (the CLI that built it exits).
   writeFileSync(LAB_ACTIVE_FILE, JSON.stringify({ stateDir: dir, pid: emuPid, what: 'link-emulator' }));
-  writeState(dir, state);
-  await waitFor('the link emulator', async () => {
-    try {
-      return (await emulatorRequest(state.emulatorSocket, { op: 'status' }, 500))['ok'] === true;
-    } catch {
-      return false;
-    }
-  });
+  await waitFor(
+    'the link emulator',
+    async () => {
+      try {
+        return (await emulatorRequest(state.emulatorSocket, { op: 'status' }, 500))['ok'] === true;
+      } catch {
+        return false;
+      }
+    },
+    signal,
+  );
+  let linksMade = 0;
   for (const l of plan.links) {
     for (const end of [
       { site: siteById.get(l.a), ifName: l.ifA, v4: l.a4, v6: l.a6 },
@@ -370,7 +540,8 @@ async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: L
     ]) {
       const s = end.site;
       if (s === undefined) continue;
-      const pid = spawnDetached(dir, `socat-${l.index}-${s.index}`, 'ip', [
+      checkInterrupted(signal);
+      spawnDetached(dir, state, 'socat', `socat-${l.index}-${s.index}`, 'ip', [
         'netns',
         'exec',
         s.netns,
@@ -378,29 +549,120 @@ async function buildLab(dir: string, topology: Topology, plan: LabPlan, state: L
         `UDP-DATAGRAM:${s.mgmtRoot}:${l.port},bind=${s.mgmtSite}:${l.port}`,
         `TUN:${end.v4}/30,tun-type=tun,iff-up,tun-name=${end.ifName}`,
       ]);
-      state.pids.push({ pid, what: 'socat' });
-      writeState(dir, state);
       await waitFor(
         `${end.ifName} in ${s.netns}`,
         async () => (await sh('ip', ['-n', s.netns, 'link', 'show', end.ifName])).code === 0,
+        signal,
       );
       await must('ip', ['-n', s.netns, 'link', 'set', end.ifName, 'mtu', '1400']);
       await must('ip', ['-n', s.netns, '-6', 'address', 'add', `${end.v6}/64`, 'dev', end.ifName, 'nodad']);
     }
+    progress({ stage: 'links', done: ++linksMade, total: plan.links.length });
   }
+  return forwarding;
 }
 
-function alive(pid: number, what: string): boolean {
+function cmdlineOf(pid: number): string | null {
   try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes(what === 'link-emulator' ? 'link-emulator' : what);
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
   } catch {
-    return false;
+    return null;
   }
 }
 
-/** Removes everything a lab made (per the state file, plus a sweep). Idempotent. */
-export async function labDown(options: { stateDir?: string } = {}): Promise<{ removed: number }> {
+/** The process is there and still the one recorded (its command line names `what`): pids get reused. */
+function alive(pid: number, what: string): boolean {
+  return cmdlineOf(pid)?.includes(what) === true;
+}
+
+/** Sends a signal to a process and its process group (lab processes lead their own); false if gone. */
+function signalProcess(pid: number, sig: NodeJS.Signals, group: boolean): boolean {
+  let sent = false;
+  for (const target of group ? [-pid, pid] : [pid]) {
+    try {
+      process.kill(target, sig);
+      sent = true;
+    } catch {
+      // gone (or no such group)
+    }
+  }
+  return sent;
+}
+
+/**
+ * Every process of a lab: the recorded ones, every process inside one of its namespaces (an agent's
+ * helpers, a relay whose pid was never recorded because its parent was killed first), and every
+ * process whose command line names the state directory (controller, emulator).
+ */
+async function labProcesses(
+  dir: string,
+  state: LabState | null,
+  namespaces: Iterable<string>,
+): Promise<{ pid: number; what: string; group: boolean }[]> {
+  const found = new Map<number, { pid: number; what: string; group: boolean }>();
+  for (const p of state?.pids ?? []) {
+    if (p.pid !== process.pid && alive(p.pid, p.what)) found.set(p.pid, { ...p, group: true });
+  }
+  for (const ns of namespaces) {
+    const r = await sh('ip', ['netns', 'pids', ns]);
+    for (const text of r.code === 0 ? r.stdout.split(/\s+/) : []) {
+      const pid = Number(text);
+      const cmd = Number.isInteger(pid) && pid > 0 && pid !== process.pid ? cmdlineOf(pid) : null;
+      if (cmd !== null && cmd !== '' && !found.has(pid)) found.set(pid, { pid, what: cmd, group: false });
+    }
+  }
+  const needle = path.resolve(dir) + '/';
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    // no /proc: only the recorded ones
+  }
+  for (const e of entries) {
+    const pid = Number(e);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || found.has(pid)) continue;
+    const cmd = cmdlineOf(pid);
+    if (cmd !== null && cmd.split('\0').some((arg) => arg.includes(needle))) {
+      found.set(pid, { pid, what: cmd, group: false });
+    }
+  }
+  return [...found.values()];
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves with the processes still there after that. */
+async function stopLabProcesses(
+  procs: readonly { pid: number; what: string; group: boolean }[],
+  graceMs: number,
+): Promise<number[]> {
+  for (const p of procs) signalProcess(p.pid, 'SIGTERM', p.group);
+  const waitGone = async (ms: number): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (procs.some((p) => alive(p.pid, p.what)) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await waitGone(graceMs);
+  for (const p of procs) if (alive(p.pid, p.what)) signalProcess(p.pid, 'SIGKILL', p.group);
+  await waitGone(2000);
+  return procs.filter((p) => alive(p.pid, p.what)).map((p) => p.pid);
+}
+
+/** What {@link labDown} did. */
+export interface LabDownResult {
+  /** Namespaces and root devices deleted. */
+  removed: number;
+  /** Processes stopped (recorded, in a lab namespace, or naming the state directory). */
+  processes: number;
+  /** Processes still there after SIGKILL (normally none). */
+  survivors: number[];
+}
+
+/**
+ * Removes everything a lab made (per the state file, plus a sweep): stops its processes (SIGTERM,
+ * SIGKILL after `graceMs`, default 3 s, and checks they are gone), deletes its namespaces and
+ * devices. Idempotent.
+ */
+export async function labDown(options: { stateDir?: string; graceMs?: number } = {}): Promise<LabDownResult> {
   const dir = options.stateDir ?? LAB_STATE_DIR;
   const state = readLabState(dir);
   let removed = 0;
@@ -408,15 +670,6 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
   // (its namespaces would fall to this sweep).
   if (activeElsewhere(dir) === null) {
     writeFileSync(LAB_ACTIVE_FILE, JSON.stringify({ stateDir: dir, pid: process.pid, what: '' }));
-  }
-  for (const p of state?.pids ?? []) {
-    if (!alive(p.pid, p.what)) continue;
-    try {
-      process.kill(p.pid, 'SIGTERM');
-      removed++;
-    } catch {
-      // already gone
-    }
   }
   const namespaces = new Set(state?.namespaces ?? []);
   // The sweep of leftovers (`mrd-*`, `mm<N>`) only while no other lab is alive on the machine.
@@ -426,6 +679,9 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
     const name = line.split(' ')[0] ?? '';
     if (name.startsWith('mrd-')) namespaces.add(name);
   }
+  // Processes first: a namespace's processes are found through it, and none may outlive the lab.
+  const procs = await labProcesses(dir, state, namespaces);
+  const survivors = await stopLabProcesses(procs, options.graceMs ?? 3000);
   for (const ns of namespaces) {
     if ((await sh('ip', ['netns', 'del', ns])).code === 0) removed++;
   }
@@ -441,17 +697,6 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
   for (const d of devices) {
     if ((await sh('ip', ['link', 'del', d])).code === 0) removed++;
   }
-  // Give killed processes a moment, then make sure.
-  for (const p of state?.pids ?? []) {
-    for (let i = 0; i < 20 && alive(p.pid, p.what); i++) await new Promise((r) => setTimeout(r, 50));
-    if (alive(p.pid, p.what)) {
-      try {
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
   if (state !== null) rmSync(dir, { recursive: true, force: true });
   const active = readActive();
   if (
@@ -460,7 +705,7 @@ export async function labDown(options: { stateDir?: string } = {}): Promise<{ re
   ) {
     rmSync(LAB_ACTIVE_FILE, { force: true });
   }
-  return { removed };
+  return { removed, processes: procs.length - survivors.length, survivors };
 }
 
 /** A fault or repair on one link (both directions). */

@@ -174,7 +174,8 @@ t.test('lab on namespaces', async (t) => {
       ['z-1', 'mrd-z-1', '192.168.7.1'],
     ],
   );
-  t.same(Object.keys(d).sort(), ['apiToken', 'controller', 'links', 'sites']);
+  t.same(Object.keys(d).sort(), ['apiToken', 'controller', 'forwarding', 'links', 'sites']);
+  t.ok(d.forwarding === 'srv6' || d.forwarding === 'hop-by-hop', `forwarding in force: ${d.forwarding}`);
   t.same(d.links.map((l) => l.id).sort(), ['x-y', 'x-z', 'y-z']);
   await t.rejects(labUp(topology, { stateDir }), { code: 'OPS_ERR_LAB_STATE' }, 'a second lab up is refused');
 
@@ -240,9 +241,11 @@ t.test('lab on namespaces', async (t) => {
   process.kill(emuPid, 'SIGKILL');
   const r = await labDown({ stateDir });
   t.ok(r.removed >= 3, `removed ${r.removed}`);
+  t.ok(r.processes >= state.pids.length - 1, `stopped ${r.processes} processes (the emulator was dead)`);
+  t.same(r.survivors, [], 'none survived');
   t.notMatch(spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout, /mrd-/);
   t.notMatch(spawnSync('ip', ['link', 'show'], { encoding: 'utf8' }).stdout, /\bmm\d+:/);
   for (const p of state.pids)
     t.not(spawnSync('kill', ['-0', String(p.pid)]).status, 0, `${p.what} ${p.pid} gone`);
-  t.same(await labDown({ stateDir }), { removed: 0 }, 'idempotent');
+  t.same(await labDown({ stateDir }), { removed: 0, processes: 0, survivors: [] }, 'idempotent');
 });
