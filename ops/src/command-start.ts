@@ -17,17 +17,22 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { REFERENCE_TOPOLOGY_PATH, isTopologyError, loadTopology, type Topology } from '@meridian/topology';
 import { OpsError } from './errors';
-import { LAB_STATE_DIR, labDown, labPrerequisites, labUp } from './lab';
+import { LAB_STATE_DIR, labDown, labPrerequisites, parseForwarding, type LabForwardingOption } from './lab';
+import { exitCodeOf, formatLabDown, labSlotWaitMs, labUpInterruptible } from './lab-command';
 import { labServices } from './lab-services';
 import { startControllerDaemon, startDaemon, type Daemon } from './meridian-process';
 import { sleep } from './service-process';
 
 const USAGE = `usage: meridian start [--topology FILE] [--redis URL] [--influx URL]
+                      [--forwarding auto|srv6|hop-by-hop]
                       [--loopback [--http HOST:PORT] [--grpc HOST:PORT]]
 
 As root (with ip, nft and socat): builds the network-namespace lab for the topology (default the
-reference one) with the controller and one agent per site (meridian lab up), prints the API URL
-and token, and removes the lab on Ctrl-C (meridian lab down). Otherwise, or with --loopback (or
+reference one) with the controller and one agent per site (meridian lab up), showing progress on
+stderr, prints the API URL and token, and removes the lab on Ctrl-C (meridian lab down). If an
+agent cannot apply its policy, or on Ctrl-C during bring-up, it says why, removes the lab and exits
+non-zero. --forwarding (default auto: SRv6 if this kernel takes SRv6 routes, else hop-by-hop) is
+passed to the controller. Otherwise, or with --loopback (or
 --http/--grpc, which only the loopback variant takes), it says why and runs a controller and one
 edge agent per site on loopback. Tokens come from MERIDIAN_API_TOKEN / MERIDIAN_AGENT_TOKEN or are
 generated for this run.`;
@@ -58,32 +63,62 @@ async function waitForAgents(http: string, token: string, sites: number, timeout
 }
 
 /** The lab variant: `lab up` with services on the topology, `lab down` on SIGINT/SIGTERM. */
-async function startLab(topology: Topology, values: { redis?: string; influx?: string }): Promise<number> {
+async function startLab(
+  topology: Topology,
+  values: { redis?: string; influx?: string },
+  forwarding: LabForwardingOption,
+): Promise<number> {
   const stateDir = LAB_STATE_DIR;
   say(
     `Building the namespace lab for ${topology.source} (${topology.sites.length} sites, ${topology.links.length} links)...`,
   );
+  // Installed before bring-up and kept until the end: between bring-up's own handlers and these a
+  // signal must never find none (the default action would kill this process and leave the lab),
+  // and a second Ctrl-C during the teardown must not cut it short.
+  let running = false;
+  let stop: (() => void) | null = null;
+  let stopRequested = false;
+  const onSignal = (): void => {
+    if (!running || stopRequested) return; // bring-up's handler (labUpInterruptible) has it
+    stopRequested = true;
+    stop?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const done = (code: number): number => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    return code;
+  };
   let lab;
   try {
-    lab = await labUp(topology, {
-      stateDir,
-      startServices: labServices({
+    lab = await labUpInterruptible(
+      topology,
+      {
         stateDir,
-        ...(values.redis !== undefined ? { redisUrl: values.redis } : {}),
-        ...(values.influx !== undefined ? { influxUrl: values.influx } : {}),
-      }),
-    });
+        forwarding,
+        waitMs: labSlotWaitMs(),
+        startServices: labServices({
+          stateDir,
+          ...(values.redis !== undefined ? { redisUrl: values.redis } : {}),
+          ...(values.influx !== undefined ? { influxUrl: values.influx } : {}),
+        }),
+      },
+      'meridian start',
+    );
   } catch (err) {
     if (err instanceof OpsError) {
-      process.stderr.write(`meridian start: ${err.message}\n`);
-      return 1;
+      process.stderr.write(`meridian start: ${err.code}: ${err.message}\n`);
+      return done(exitCodeOf(err));
     }
+    done(1);
     throw err;
   }
+  running = true;
   const http = lab.controller.http ?? '';
   const token = lab.apiToken ?? '';
   say(
-    `Meridian is running on the namespace lab (${lab.sites.length} sites, ${lab.links.length} links); every agent applied its first policy.`,
+    `Meridian is running on the namespace lab (${lab.sites.length} sites, ${lab.links.length} links, forwarding ${lab.forwarding}); every agent applied its first policy.`,
   );
   say(`  API:   http://${http}/api/v1   (health: http://${http}/api/v1/health)`);
   say(`  token: ${token}`);
@@ -91,24 +126,24 @@ async function startLab(topology: Topology, values: { redis?: string; influx?: s
   say(`         meridian lab status; meridian lab fault LINK down|clear`);
   say(`  logs:  ${stateDir}`);
   say('Ctrl-C removes the lab (meridian lab down).');
+  // The lab's processes are detached and the signal handlers do not hold the event loop: without a
+  // timer this process would end here, leaving the lab up and nobody to remove it on Ctrl-C.
+  const keepAlive = setInterval(() => undefined, 3_600_000);
   return new Promise<number>((resolve) => {
-    const onSignal = (): void => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+    stop = (): void => {
+      clearInterval(keepAlive);
       say('Removing the lab...');
       labDown({ stateDir }).then(
         (r) => {
-          say(`lab down: removed ${r.removed} objects`);
-          resolve(0);
+          say(formatLabDown(r));
+          resolve(done(r.survivors.length > 0 ? 1 : 0));
         },
         (err: unknown) => {
           process.stderr.write(`meridian start: lab down failed: ${String(err)}\n`);
-          resolve(1);
+          resolve(done(1));
         },
       );
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
   });
 }
 
@@ -120,6 +155,7 @@ export async function startCommand(argv: string[]): Promise<number> {
     grpc?: string;
     redis?: string;
     influx?: string;
+    forwarding?: string;
     loopback?: boolean;
     help?: boolean;
   };
@@ -132,6 +168,7 @@ export async function startCommand(argv: string[]): Promise<number> {
         grpc: { type: 'string' },
         redis: { type: 'string' },
         influx: { type: 'string' },
+        forwarding: { type: 'string' },
         loopback: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -144,6 +181,13 @@ export async function startCommand(argv: string[]): Promise<number> {
   if (values.help === true) {
     say(USAGE);
     return 0;
+  }
+  let forwarding: LabForwardingOption;
+  try {
+    forwarding = parseForwarding(values.forwarding);
+  } catch (err) {
+    process.stderr.write(`meridian start: ${(err as Error).message}\n`);
+    return 2;
   }
   const topologyFile = values.topology ?? REFERENCE_TOPOLOGY_PATH;
   let topology: Topology;
@@ -159,7 +203,7 @@ export async function startCommand(argv: string[]): Promise<number> {
 
   if (values.loopback !== true && values.http === undefined && values.grpc === undefined) {
     const why = await labPrerequisites();
-    if (why === null) return startLab(topology, values);
+    if (why === null) return startLab(topology, values, forwarding);
     say(`meridian start: not building the namespace lab (${why}); running the loopback variant.`);
   }
 
@@ -180,6 +224,8 @@ export async function startCommand(argv: string[]): Promise<number> {
     args.push('--grpc', values.grpc ?? '127.0.0.1:7400');
     if (values.redis !== undefined) args.push('--redis', values.redis);
     if (values.influx !== undefined) args.push('--influx', values.influx);
+    // Only when asked: on loopback no agent applies policies, and auto cannot probe without root.
+    if (values.forwarding !== undefined) args.push('--forwarding', forwarding);
     const { daemon, address } = await startControllerDaemon({
       args,
       env,
