@@ -1,35 +1,60 @@
 /**
  * The RouterOS policy driver: renders a {@link SitePolicy} on a MikroTik router (RouterOS v7)
- * through its API with node-routeros. Mapping:
+ * through its API with node-routeros. RouterOS has no SRv6, so a RouterOS site takes part in
+ * hop-by-hop forwarding only (head-end, transit and destination of `forwarding: 'hop-by-hop'`
+ * routes): a policy that needs SRv6 (`policyNeedsSrv6`: a route in srv6 mode, or `localSids`) is
+ * refused with `AGENT_ERR_DRIVER_UNSUPPORTED` before anything is sent to the device. Mapping:
  *
  * | policy                      | RouterOS object (comment `meridian:<key>`)                               |
  * |-----------------------------|--------------------------------------------------------------------------|
  * | route slot n                | `/routing/table` `mrd-<n>-p` and `mrd-<n>-b` (`fib`)                      |
  * | primary / backup path       | `/ip/route` `dst-address=<prefix> gateway=<next hop on the first link> routing-table=mrd-<n>-p|b` |
  * | class match × prefix        | `/ip/firewall/mangle` chains `prerouting` and `output`: `dst-address=<prefix> [dscp=<d>] [protocol= dst-port=] action=mark-routing new-routing-mark=mrd-<n>-p passthrough=no`, classes in match order, the default class last |
- * | path probes (UDP source port) | chain `output`: `protocol=udp src-port=<port> action=mark-routing new-routing-mark=mrd-<n>-p|b`, first |
+ * | path probes (UDP source port) | chains `output` and `prerouting` (the agent may sit behind the router): `protocol=udp src-port=<port> dst-address=<prefix> action=mark-routing new-routing-mark=mrd-<n>-p|b`, first |
+ * | transit: outgoing interface i (index in `interfaces`) | `/routing/table` `mrd-t-<i>`; `/ip/route dst-address=0.0.0.0/0 gateway=<entry's nextHop4> routing-table=mrd-t-<i>` |
+ * | transit entry × src prefix × dst prefix | chain `prerouting`: `in-interface=<inIf> src-address=<src> dst-address=<dst> [class match as above] action=mark-routing new-routing-mark=mrd-t-<i> passthrough=no` (RouterOS takes one prefix per rule) |
+ * | transit probe port          | chain `prerouting`: `in-interface= src-address= dst-address= protocol=udp src-port=<port>` → `mrd-t-<i>`, before any class rule |
  * | applied policy              | a disabled marker rule `chain=meridian-policy`, comment `meridian:policy:<hash>:<version>`, written last |
  *
- * Fast reroute sets `new-routing-mark` of the slot's mangle rules to `mrd-<n>-b` (one `set` per
- * rule); re-applying an unchanged primary keeps a rerouted slot on its backup.
+ * Mangle rules match first-hit, so their order is part of the policy: head-end probe rules, then
+ * the transit rules (probe ports, classes in match order, the default class last), then the
+ * head-end's class rules (default class last). Transit rules stand before the head-end's because
+ * they are the more specific ones (incoming interface and source): a packet of another site's
+ * path to a destination this site also routes must follow that path, not this site's own route.
+ * The incoming interface is what tells a route's primary from its backup at a transit site (the
+ * compiler keeps them link-disjoint), so each gets its own rule and outgoing table.
  *
- * Limits, by the platform: RouterOS has no SRv6, so a RouterOS site steers the first hop of each
- * path only (it cannot be an SRv6 head-end, transit or decapsulating site; `localSids` are
- * ignored). Exact multi-hop paths from a RouterOS site need the first hop to re-classify the
- * traffic (not implemented: see the README).
+ * Fast reroute sets `new-routing-mark` of the slot's head-end mangle rules to `mrd-<n>-b` (one
+ * `set` per rule); re-applying an unchanged primary keeps a rerouted slot on its backup. Transit
+ * rules never move: the head-end's switch changes which of its paths the packets arrive on.
  *
- * Everything is derived from the device: apply reads the owned objects, adds what is missing, sets
- * what differs, removes stale ones, so it is idempotent and, after a disconnect mid-apply, simply
- * runs again on a fresh session and completes (resuming). A `!trap` mid-apply restores the
- * previous policy.
+ * `capabilities()` asks the device for its version (`/system/resource`) and whether the menus
+ * above answer (`print count-only`); a device without them (RouterOS v6 has no `/routing/table`)
+ * has no forwarding mode, and `apply()` refuses with `AGENT_ERR_DRIVER_UNSUPPORTED` naming them.
+ *
+ * Everything is derived from the device: apply reads the owned objects, adds what is missing
+ * (tables, then routes, then the rules that name them: make before break), sets what differs,
+ * puts the rules in order, and removes stale ones last (rules, then routes, then tables); so it
+ * is idempotent and, after a disconnect mid-apply, simply runs again on a fresh session and
+ * completes (resuming). A `!trap` mid-apply restores the previous policy.
  */
 import { RouterOSAPI } from 'node-routeros';
-import { routeKey, validatePolicy, type PolicyRoute, type SitePolicy } from './policy';
+import {
+  routeKey,
+  routeMode,
+  transitKey,
+  validatePolicy,
+  type PolicyClass,
+  type PolicyRoute,
+  type SitePolicy,
+  type TransitEntry,
+} from './policy';
 import {
   DriverError,
   type ActivePath,
   type ApplyOutcome,
   type DriverSnapshot,
+  type ForwardingCapabilities,
   type PolicyDriver,
   type RerouteOutcome,
 } from './driver';
@@ -61,12 +86,26 @@ interface Desired {
 class Disconnected extends Error {}
 
 const tableName = (slot: number, role: 'p' | 'b'): string => `mrd-${slot}-${role}`;
+/** The transit table of the outgoing interface at index `i` of `policy.interfaces`. */
+const transitTable = (i: number): string => `mrd-t-${i}`;
+/** The menus hop-by-hop forwarding needs, in the order `capabilities()` reports them. */
+const NEEDED_MENUS: readonly Menu[] = ['/ip/firewall/mangle', '/routing/table', '/ip/route'];
+const NO_SRV6 = 'srv6: RouterOS has no SRv6';
+/** Optional mangle matchers the driver renders, in the order they can be unset. */
+const MATCHERS = ['src-port', 'dst-port', 'dscp', 'protocol', 'in-interface', 'src-address', 'dst-address'];
+
+/** What `capabilities()` found, and whether the device answered at all (only then is it kept). */
+interface Probed {
+  readonly caps: ForwardingCapabilities;
+  readonly reached: boolean;
+}
 
 export class RouterOsPolicyDriver implements PolicyDriver {
   readonly kind = 'routeros' as const;
   readonly #opts: RouterOsDriverOptions;
   #api: RouterOSAPI | null = null;
   #current: SitePolicy | null = null;
+  #probed: Promise<Probed> | null = null;
   /** Sessions opened (for tests: resumption after a disconnect opens a new one). */
   sessions = 0;
 
@@ -102,6 +141,7 @@ export class RouterOsPolicyDriver implements PolicyDriver {
         },
       );
     }
+    noDelay(api);
     this.sessions++;
     this.#api = api;
     return api;
@@ -144,6 +184,77 @@ export class RouterOsPolicyDriver implements PolicyDriver {
     }
   }
 
+  /**
+   * Asks the device once: its version, and whether each menu hop-by-hop needs answers a
+   * `print count-only` (cheap even with a full routing table). An answer is kept for the life of
+   * the driver; an unreachable device is asked again on the next call (the agent may start
+   * before the router's API is up, and must not report it as unable for good).
+   */
+  async capabilities(): Promise<ForwardingCapabilities> {
+    return (await this.#probe()).caps;
+  }
+
+  #probe(): Promise<Probed> {
+    if (this.#probed === null) {
+      const p = this.#askCapabilities();
+      this.#probed = p;
+      void p.then((r) => {
+        if (!r.reached && this.#probed === p) this.#probed = null;
+      });
+    }
+    return this.#probed;
+  }
+
+  async #askCapabilities(): Promise<Probed> {
+    let platformVersion = 'unknown';
+    const features: string[] = [];
+    const missing: string[] = [NO_SRV6];
+    // A `!trap` is the device's answer (kept, in its words); anything else means no answer.
+    const refused = (err: unknown): string => {
+      if (err instanceof DriverError && err.code === 'AGENT_ERR_DRIVER_APPLY')
+        return err.detail ?? err.message;
+      throw err;
+    };
+    try {
+      try {
+        const res = await this.#cmd('/system/resource/print', ['=.proplist=version']);
+        platformVersion = res[0]?.['version'] ?? 'unknown';
+      } catch (err) {
+        missing.push(`/system/resource: ${refused(err)}`);
+      }
+      for (const menu of NEEDED_MENUS) {
+        try {
+          await this.#cmd(`${menu}/print`, ['=count-only=']);
+          features.push(menu);
+        } catch (err) {
+          missing.push(`${menu}: ${refused(err)}`);
+        }
+      }
+    } catch (err) {
+      const why = err instanceof DriverError ? (err.detail ?? err.message) : errText(err);
+      return {
+        reached: false,
+        caps: {
+          platform: 'routeros',
+          platformVersion,
+          modes: [],
+          features,
+          missing: [...missing, `hop-by-hop: RouterOS API ${this.#opts.host}:${this.#opts.port}: ${why}`],
+        },
+      };
+    }
+    return {
+      reached: true,
+      caps: {
+        platform: 'routeros',
+        platformVersion,
+        modes: features.length === NEEDED_MENUS.length ? ['hop-by-hop'] : [],
+        features,
+        missing,
+      },
+    };
+  }
+
   async #owned(): Promise<Map<Menu, Row[]>> {
     const out = new Map<Menu, Row[]>();
     for (const menu of MENUS) {
@@ -160,35 +271,42 @@ export class RouterOsPolicyDriver implements PolicyDriver {
     const out: Desired[] = [];
     const classOrder = new Map(policy.classes.map((c, i) => [c.id, i]));
     const classById = new Map(policy.classes.map((c) => [c.id, c]));
-    const routes = [...policy.routes].sort((a, b) => {
-      const da = a.class === policy.defaultClass ? 1 : 0;
-      const db = b.class === policy.defaultClass ? 1 : 0;
-      return da - db || (classOrder.get(a.class) ?? 0) - (classOrder.get(b.class) ?? 0) || a.slot - b.slot;
-    });
-    // Path probes first (chain output: the agent sends them): the source port pins the path.
+    // Match order: classes in policy order, the default class (the catch-all) last.
+    const classRank = (id: string): number =>
+      (id === policy.defaultClass ? policy.classes.length : 0) + (classOrder.get(id) ?? 0);
+    const matchOf = (id: string): PolicyClass['match'] =>
+      id === policy.defaultClass ? undefined : classById.get(id)?.match;
+    const routes = [...policy.routes].sort(
+      (a, b) => classRank(a.class) - classRank(b.class) || a.slot - b.slot,
+    );
+    // Path probes first (the agent sends them, from the router or from behind it): the source
+    // port pins the path whatever the probe's class.
     if (policy.pathProbePortBase !== null) {
-      for (const r of routes) {
-        for (const role of ['p', 'b'] as const) {
-          if (role === 'b' && r.backup === null) continue;
-          const port = policy.pathProbePortBase + 2 * r.slot + (role === 'b' ? 1 : 0);
-          for (const prefix of r.dstPrefixes) {
-            out.push({
-              menu: '/ip/firewall/mangle',
-              key: `pp:${r.slot}:${role}:${prefix}`,
-              attrs: {
-                chain: 'output',
-                'dst-address': prefix,
-                protocol: 'udp',
-                'src-port': String(port),
-                action: 'mark-routing',
-                'new-routing-mark': tableName(r.slot, role),
-                passthrough: 'no',
-              },
-            });
+      for (const chain of ['output', 'prerouting'] as const) {
+        for (const r of routes) {
+          for (const role of ['p', 'b'] as const) {
+            if (role === 'b' && r.backup === null) continue;
+            const port = policy.pathProbePortBase + 2 * r.slot + (role === 'b' ? 1 : 0);
+            for (const prefix of r.dstPrefixes) {
+              out.push({
+                menu: '/ip/firewall/mangle',
+                key: `pp:${r.slot}:${role}:${chain}:${prefix}`,
+                attrs: {
+                  chain,
+                  'dst-address': prefix,
+                  protocol: 'udp',
+                  'src-port': String(port),
+                  action: 'mark-routing',
+                  'new-routing-mark': tableName(r.slot, role),
+                  passthrough: 'no',
+                },
+              });
+            }
           }
         }
       }
     }
+    out.push(...renderTransit(policy, classRank, matchOf));
     for (const r of routes) {
       for (const role of ['p', 'b'] as const) {
         const path = role === 'p' ? r.primary : r.backup;
@@ -210,25 +328,22 @@ export class RouterOsPolicyDriver implements PolicyDriver {
           });
         }
       }
-      const m = r.class === policy.defaultClass ? undefined : classById.get(r.class)?.match;
+      const m = matchOf(r.class);
       const mark = tableName(r.slot, onBackup.has(r.slot) && r.backup !== null ? 'b' : 'p');
       for (const chain of ['prerouting', 'output']) {
         for (const prefix of r.dstPrefixes) {
           for (const dscp of m?.dscp ?? [undefined]) {
-            const attrs: Row = {
-              chain,
-              'dst-address': prefix,
-              action: 'mark-routing',
-              'new-routing-mark': mark,
-              passthrough: 'no',
-            };
-            if (dscp !== undefined) attrs['dscp'] = String(dscp);
-            if (m?.protocol !== undefined) attrs['protocol'] = m.protocol;
-            if (m?.ports !== undefined && m.protocol !== undefined) attrs['dst-port'] = m.ports.join(',');
             out.push({
               menu: '/ip/firewall/mangle',
               key: `m:${r.slot}:${chain}:${prefix}:${dscp ?? '*'}`,
-              attrs,
+              attrs: {
+                chain,
+                'dst-address': prefix,
+                ...classAttrs(m, dscp),
+                action: 'mark-routing',
+                'new-routing-mark': mark,
+                passthrough: 'no',
+              },
             });
           }
         }
@@ -248,6 +363,8 @@ export class RouterOsPolicyDriver implements PolicyDriver {
         inForce,
       };
     }
+    const refused = await this.#refusal(policy);
+    if (refused !== null) return { ok: false, error: refused, inForce };
     const attempts = this.#opts.attempts ?? 3;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -277,6 +394,39 @@ export class RouterOsPolicyDriver implements PolicyDriver {
         return { ok: false, error, inForce: restored ? inForce : null };
       }
     }
+  }
+
+  /**
+   * Why `policy` cannot go on this device, found before anything is written: it needs SRv6 (never
+   * on RouterOS), the device lacks a menu, or transit entries this rendering cannot hold. An
+   * unreachable device is not refused here: the apply itself reports it (and retries).
+   */
+  async #refusal(policy: SitePolicy): Promise<DriverError | null> {
+    const srv6Route = policy.routes.find((r) => routeMode(r) === 'srv6');
+    const why =
+      srv6Route !== undefined
+        ? `route ${routeKey(srv6Route)} is in srv6 mode`
+        : policy.localSids.length > 0
+          ? `${policy.localSids.length} local SIDs to serve`
+          : null;
+    if (why !== null) {
+      return new DriverError(
+        'AGENT_ERR_DRIVER_UNSUPPORTED',
+        `policy ${policy.version} needs SRv6 (${why}; RouterOS has no SRv6)`,
+      );
+    }
+    const mixed = transitNextHopConflict(policy);
+    if (mixed !== null) return new DriverError('AGENT_ERR_POLICY_INVALID', `invalid policy: ${mixed}`);
+    const probed = await this.#probe();
+    if (probed.reached && !probed.caps.modes.includes('hop-by-hop')) {
+      const menus = probed.caps.missing.filter((m) => m !== NO_SRV6);
+      return new DriverError(
+        'AGENT_ERR_DRIVER_UNSUPPORTED',
+        `policy ${policy.version} needs hop-by-hop forwarding, which this RouterOS ` +
+          `(${probed.caps.platformVersion}) cannot do: ${menus.join('; ')}`,
+      );
+    }
+    return null;
   }
 
   async #restore(): Promise<boolean> {
@@ -323,7 +473,17 @@ export class RouterOsPolicyDriver implements PolicyDriver {
       if (have === undefined) {
         await this.#cmd(`${d.menu}/add`, [...words(d.attrs), `=comment=${comment}`]);
         changes++;
-      } else if (Object.entries(d.attrs).some(([k, v]) => (have.row[k] ?? '') !== v)) {
+        continue;
+      }
+      // A matcher the rule no longer has (a class that dropped its ports) is not undone by
+      // `set`: it is unset, ports before the protocol they need.
+      for (const k of MATCHERS) {
+        if (k in have.row && !(k in d.attrs)) {
+          await this.#cmd(`${d.menu}/unset`, [`=numbers=${have.row['.id'] ?? ''}`, `=value-name=${k}`]);
+          changes++;
+        }
+      }
+      if (Object.entries(d.attrs).some(([k, v]) => (have.row[k] ?? '') !== v)) {
         await this.#cmd(`${d.menu}/set`, [`=.id=${have.row['.id'] ?? ''}`, ...words(d.attrs)]);
         changes++;
       }
@@ -493,6 +653,111 @@ export class RouterOsPolicyDriver implements PolicyDriver {
       await api.close().catch(() => undefined);
     }
   }
+}
+
+/** The mangle matchers of a class match (RouterOS matches one DSCP value per rule). */
+function classAttrs(m: PolicyClass['match'], dscp: number | undefined): Row {
+  const attrs: Row = {};
+  if (dscp !== undefined) attrs['dscp'] = String(dscp);
+  if (m?.protocol !== undefined) attrs['protocol'] = m.protocol;
+  if (m?.ports !== undefined && m.protocol !== undefined) attrs['dst-port'] = m.ports.join(',');
+  return attrs;
+}
+
+/**
+ * The transit objects: one table and default route per outgoing interface used, then the
+ * prerouting rules (probe ports first, then classes in match order) that send each entry's
+ * packets, told apart by incoming interface and source, to the table of its outgoing interface.
+ */
+function renderTransit(
+  policy: SitePolicy,
+  classRank: (id: string) => number,
+  matchOf: (id: string) => PolicyClass['match'],
+): Desired[] {
+  const out: Desired[] = [];
+  const index = new Map(policy.interfaces.map((f, i) => [f.ifName, i]));
+  const entries = [...(policy.transit ?? [])]
+    .map((t) => ({ t, key: transitKey(t), i: index.get(t.outIf) ?? -1 }))
+    .sort((a, b) => classRank(a.t.class) - classRank(b.t.class) || cmp(a.key, b.key));
+  const used = new Map<number, TransitEntry>();
+  for (const e of entries) if (!used.has(e.i)) used.set(e.i, e.t);
+  for (const [i, t] of [...used].sort(([a], [b]) => a - b)) {
+    out.push({ menu: '/routing/table', key: `tt:${i}`, attrs: { name: transitTable(i), fib: '' } });
+    out.push({
+      menu: '/ip/route',
+      key: `tr:${i}`,
+      attrs: { 'dst-address': '0.0.0.0/0', gateway: t.nextHop4, 'routing-table': transitTable(i) },
+    });
+  }
+  const rule = (t: TransitEntry, i: number, src: string, dst: string, match: Row): Row => ({
+    chain: 'prerouting',
+    'in-interface': t.inIf,
+    'src-address': src,
+    'dst-address': dst,
+    ...match,
+    action: 'mark-routing',
+    'new-routing-mark': transitTable(i),
+    passthrough: 'no',
+  });
+  for (const { t, key, i } of entries) {
+    for (const port of t.probePorts) {
+      for (const src of t.srcPrefixes) {
+        for (const dst of t.dstPrefixes) {
+          out.push({
+            menu: '/ip/firewall/mangle',
+            key: `tp:${key}:${port}:${src}>${dst}`,
+            attrs: rule(t, i, src, dst, { protocol: 'udp', 'src-port': String(port) }),
+          });
+        }
+      }
+    }
+  }
+  for (const { t, key, i } of entries) {
+    const m = matchOf(t.class);
+    for (const src of t.srcPrefixes) {
+      for (const dst of t.dstPrefixes) {
+        for (const dscp of m?.dscp ?? [undefined]) {
+          out.push({
+            menu: '/ip/firewall/mangle',
+            key: `tm:${key}:${src}>${dst}:${dscp ?? '*'}`,
+            attrs: rule(t, i, src, dst, classAttrs(m, dscp)),
+          });
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * One table per outgoing interface holds one default route: entries leaving by the same
+ * interface must agree on the next hop (the compiler takes it from the link's far end).
+ */
+function transitNextHopConflict(policy: SitePolicy): string | null {
+  const seen = new Map<string, { hop: string; at: number }>();
+  for (const [at, t] of (policy.transit ?? []).entries()) {
+    const first = seen.get(t.outIf);
+    if (first === undefined) seen.set(t.outIf, { hop: t.nextHop4, at });
+    else if (first.hop !== t.nextHop4) {
+      return `/transit/${at}/nextHop4: ${t.nextHop4} differs from /transit/${first.at}/nextHop4 (${first.hop}), both leave by ${t.outIf}`;
+    }
+  }
+  return null;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * node-routeros writes every word of a command as its own small write: with Nagle on, all but
+ * the first wait for the router's delayed ACK (~40 ms per command, so seconds per apply and per
+ * fast-reroute switch). Its socket is not public; if a release moves it, this does nothing.
+ */
+function noDelay(api: RouterOSAPI): void {
+  const socket = (api as unknown as { connector?: { socket?: { setNoDelay?: (on: boolean) => void } } })
+    .connector?.socket;
+  socket?.setNoDelay?.(true);
 }
 
 function words(attrs: Row): string[] {

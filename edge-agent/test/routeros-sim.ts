@@ -4,9 +4,13 @@
  * post-6.43 `/login` (=name, =password), `.tag`, replies `!re` / `!done` / `!trap` / `!fatal` —
  * keeping a configuration: menus `/ip/route`, `/ip/firewall/mangle`, `/routing/table`,
  * `/ip/address`, with `add` (→ `=ret=*N`), `set`, `remove` (`=.id=*N`, comma lists), `move`
- * (`=numbers=` before `=destination=`), `print`
- * (`?name=value` queries, ANDed; `=.proplist=`). Faults can be injected per command number:
- * a `!trap`, a `!fatal` (then close), or a dropped connection without an answer.
+ * (`=numbers=` before `=destination=`), `unset` (`=numbers=`, `=value-name=`), `print`
+ * (`?name=value` queries, ANDed; `=.proplist=`; `=count-only=` → `!done =ret=N`), and the
+ * read-only `/system/resource` (`version`). A device without some menus (RouterOS v6 has no
+ * `/routing/table`) is `menus`: the others answer `!trap no such command prefix`, as RouterOS
+ * does. With `interfaces`, an `in-interface` naming another interface is refused. Faults can be
+ * injected per command number or on the first command matching a predicate: a `!trap`, a
+ * `!fatal` (then close), or a dropped connection without an answer.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 
@@ -15,11 +19,18 @@ export type SimFault = 'trap' | 'fatal' | 'drop';
 export interface RouterOsSimOptions {
   readonly user?: string;
   readonly password?: string;
+  /** `/system/resource` `version` (default `7.15.3 (stable)`). */
+  readonly version?: string;
+  /** The configuration menus the device has (default: all of {@link SIM_MENUS}). */
+  readonly menus?: readonly string[];
+  /** The device's interfaces; when given, `in-interface` must name one of them. */
+  readonly interfaces?: readonly string[];
 }
 
 type Row = Record<string, string>;
 
-const MENUS = ['/ip/route', '/ip/firewall/mangle', '/routing/table', '/ip/address'] as const;
+export const SIM_MENUS = ['/ip/route', '/ip/firewall/mangle', '/routing/table', '/ip/address'] as const;
+const RESOURCE = '/system/resource';
 
 function encodeLength(len: number): Buffer {
   if (len < 0x80) return Buffer.from([len]);
@@ -92,12 +103,17 @@ class SimError extends Error {
 
 /** The simulator. `config` is the live configuration (menu → rows), for assertions. */
 export class RouterOsSim {
-  readonly config = new Map<string, Row[]>(MENUS.map((m) => [m, []]));
+  readonly config: Map<string, Row[]>;
   /** Commands received after login, in order (for assertions). */
   readonly log: string[] = [];
   #nextId = 1;
   #commandCount = 0;
   #faults = new Map<number, SimFault>();
+  #matchFaults: { match: (line: string) => boolean; fault: SimFault }[] = [];
+  /** Faults injected so far (for assertions that one really happened). */
+  readonly faulted: string[] = [];
+  readonly #version: string;
+  readonly #interfaces: ReadonlySet<string> | null;
   #server: Server | null = null;
   readonly #sockets = new Set<Socket>();
   readonly #user: string;
@@ -107,11 +123,22 @@ export class RouterOsSim {
   constructor(options: RouterOsSimOptions = {}) {
     this.#user = options.user ?? 'admin';
     this.#password = options.password ?? 'secret';
+    this.#version = options.version ?? '7.15.3 (stable)';
+    this.#interfaces = options.interfaces === undefined ? null : new Set(options.interfaces);
+    this.config = new Map((options.menus ?? SIM_MENUS).map((m) => [m, []]));
   }
 
   /** Injects a fault at the Nth command (1-based, counted over all sessions, login excluded). */
   failAt(n: number, fault: SimFault): void {
     this.#faults.set(n, fault);
+  }
+
+  /**
+   * Injects a fault at the first command (after this call) whose logged line (`/menu/verb
+   * =k=v …`) matches; each call injects one fault.
+   */
+  failOn(match: (line: string) => boolean, fault: SimFault): void {
+    this.#matchFaults.push({ match, fault });
   }
 
   /** Commands executed so far (login excluded). */
@@ -146,6 +173,9 @@ export class RouterOsSim {
 
   #session(socket: Socket): void {
     this.#sockets.add(socket);
+    // Replies are several small writes (`!re`… `!done`): without this, Nagle holds each one
+    // back for the client's delayed ACK (~40 ms a command).
+    socket.setNoDelay(true);
     socket.on('close', () => this.#sockets.delete(socket));
     socket.on('error', () => undefined);
     const decoder = new SentenceDecoder();
@@ -191,8 +221,14 @@ export class RouterOsSim {
           return;
         }
         this.#commandCount++;
-        this.log.push([command, ...rest.filter((w) => !w.startsWith('.tag='))].join(' '));
-        const fault = this.#faults.get(this.#commandCount);
+        const line = [command, ...rest.filter((w) => !w.startsWith('.tag='))].join(' ');
+        this.log.push(line);
+        const byMatch = this.#matchFaults.findIndex((f) => f.match(line));
+        const fault =
+          byMatch >= 0
+            ? this.#matchFaults.splice(byMatch, 1)[0]?.fault
+            : this.#faults.get(this.#commandCount);
+        if (fault !== undefined) this.faulted.push(`${fault} at ${line}`);
         if (fault === 'drop') {
           socket.destroy();
           return;
@@ -225,6 +261,10 @@ export class RouterOsSim {
     const slash = command.lastIndexOf('/');
     const menu = command.slice(0, slash);
     const verb = command.slice(slash + 1);
+    if (menu === RESOURCE) {
+      if (verb !== 'print') throw new SimError('no such command', 0);
+      return [{ version: this.#version, 'architecture-name': 'x86_64', 'board-name': 'CHR', uptime: '1d' }];
+    }
     const rows = this.config.get(menu);
     if (rows === undefined) throw new SimError('no such command prefix', 0);
     const find = (id: string | undefined): Row => {
@@ -235,13 +275,17 @@ export class RouterOsSim {
     switch (verb) {
       case 'print': {
         const props = attrs['.proplist']?.split(',');
-        const out = rows
-          .filter((r) => queries.every(([k, v]) => (r[k] ?? '') === v))
-          .map((r) =>
-            props === undefined
-              ? { ...r }
-              : Object.fromEntries(props.filter((p) => p in r).map((p) => [p, r[p] ?? ''])),
-          );
+        const matching = rows.filter((r) => queries.every(([k, v]) => (r[k] ?? '') === v));
+        if ('count-only' in attrs) {
+          const res: Row[] & { ret?: string } = [];
+          res.ret = String(matching.length);
+          return res;
+        }
+        const out = matching.map((r) =>
+          props === undefined
+            ? { ...r }
+            : Object.fromEntries(props.filter((p) => p in r).map((p) => [p, r[p] ?? ''])),
+        );
         return out;
       }
       case 'add': {
@@ -257,6 +301,18 @@ export class RouterOsSim {
         const row = find(id);
         this.#validate(menu, { ...row, ...change }, row);
         Object.assign(row, change);
+        return [];
+      }
+      case 'unset': {
+        // RouterOS: `unset numbers=<id> value-name=<property>` clears one optional property.
+        const row = find(attrs['numbers']);
+        const name = attrs['value-name'] ?? '';
+        if (name === '' || name === '.id' || name === 'chain' || name === 'action') {
+          throw new SimError(`failure: cannot unset ${name}`);
+        }
+        const { [name]: _gone, ...rest } = row;
+        this.#validate(menu, rest, row);
+        delete row[name];
         return [];
       }
       case 'remove': {
@@ -321,6 +377,27 @@ export class RouterOsSim {
         }
         if (row['dscp'] !== undefined && !/^\d+$/.test(row['dscp']))
           throw new SimError('invalid value for argument dscp');
+        for (const f of ['src-address', 'dst-address']) {
+          const v = row[f];
+          if (v !== undefined && !/^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(v)) {
+            throw new SimError(`invalid value for argument ${f}`);
+          }
+        }
+        for (const f of ['src-port', 'dst-port']) {
+          const v = row[f];
+          if (v !== undefined && !/^\d+(,\d+)*$/.test(v))
+            throw new SimError(`invalid value for argument ${f}`);
+          if (v !== undefined && row['protocol'] !== 'udp' && row['protocol'] !== 'tcp') {
+            throw new SimError('failure: can have port only when protocol is tcp or udp');
+          }
+        }
+        if (
+          row['in-interface'] !== undefined &&
+          this.#interfaces !== null &&
+          !this.#interfaces.has(row['in-interface'])
+        ) {
+          throw new SimError('input does not match any value of interface');
+        }
         return;
       default:
         return;
