@@ -4,6 +4,7 @@
  * driver-*.ts) provide the real applier; until one is installed, {@link noDriverApplier} refuses
  * every push with `AGENT_ERR_NO_DRIVER`, so the controller sees an honest ack instead of silence.
  */
+import type { ForwardingCapabilities } from './driver';
 
 /** A policy as pushed by the controller (proto `PolicyPush`). */
 export interface PolicyPush {
@@ -31,7 +32,22 @@ export interface PolicyApplier {
    * results (`ok: false`); a throw is treated as a bug and acked as `AGENT_ERR_APPLY_FAILED`.
    */
   apply(push: PolicyPush): Promise<PolicyApplyResult>;
+  /**
+   * What the data plane behind this applier can do (its driver's answer), asked once at agent
+   * start and sent in every hello. Absent: the agent does not say (the controller then counts the
+   * site as unable to do SRv6).
+   */
+  capabilities?(): Promise<ForwardingCapabilities>;
 }
+
+/** What an agent without a policy driver can forward with: nothing (it applies no policy). */
+export const NO_DRIVER_CAPABILITIES: ForwardingCapabilities = Object.freeze({
+  platform: 'none',
+  platformVersion: '',
+  modes: [],
+  features: [],
+  missing: [],
+});
 
 /** The applier of an agent without a policy driver: applies nothing, says so in every ack. */
 export function noDriverApplier(): PolicyApplier {
@@ -44,5 +60,6 @@ export function noDriverApplier(): PolicyApplier {
         errorMessage: `policy v${push.version} not applied: this agent has no policy driver installed`,
         appliedVersion: 0,
       }),
+    capabilities: () => Promise.resolve(NO_DRIVER_CAPABILITIES),
   };
 }

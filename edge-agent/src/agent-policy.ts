@@ -23,7 +23,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { PolicyApplier, PolicyApplyResult, PolicyPush } from './agent-applier';
-import type { DriverErrorCode, PolicyDriver } from './driver';
+import type { DriverErrorCode, ForwardingCapabilities, PolicyDriver } from './driver';
 import { AgentError, type AgentErrorCode } from './errors';
 import { validatePolicy, type SitePolicy } from './policy';
 
@@ -89,6 +89,14 @@ export class DriverPolicyApplier implements PolicyApplier {
 
   applied(): { version: number; hash: string } {
     return { version: this.#current?.version ?? 0, hash: this.#current?.hash ?? '' };
+  }
+
+  /**
+   * The driver's capabilities. In the exclusive section: the Linux probe adds and deletes objects
+   * (a route in table 29999, a rule at pref 29998) in the range an apply reads as its own.
+   */
+  capabilities(): Promise<ForwardingCapabilities> {
+    return this.exclusive(() => this.#driver.capabilities());
   }
 
   /**

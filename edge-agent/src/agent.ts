@@ -3,13 +3,14 @@ import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { noDriverApplier, type PolicyApplier } from './agent-applier';
-import type { AgentEventMsg, PolicyAckMsg, WelcomeMsg } from './agent-proto';
+import type { AgentEventMsg, ForwardingCapabilitiesMsg, PolicyAckMsg, WelcomeMsg } from './agent-proto';
 import {
   ControllerClient,
   parseHostPort,
   type BackoffOptions,
   type ControllerClientCounters,
 } from './controller-client';
+import type { ForwardingCapabilities } from './driver';
 import { AgentError } from './errors';
 import {
   ProbeEngine,
@@ -95,6 +96,8 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
   #engine: ProbeEngine | undefined;
   #client: ControllerClient | undefined;
   #endpoint: { host: string; port: number } | undefined;
+  /** The applier's capabilities, asked once at start (undefined: not asked yet, or it does not say). */
+  #forwarding: ForwardingCapabilities | undefined;
   #closed = false;
 
   constructor(opts: EdgeAgentOptions) {
@@ -139,6 +142,11 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
     return this.#client?.connected ?? false;
   }
 
+  /** What the data plane can do, as sent in every hello (after start; undefined: not said). */
+  get forwarding(): ForwardingCapabilities | undefined {
+    return this.#forwarding;
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
@@ -146,6 +154,8 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
   /** Binds the probe port, starts the probe engine and connects to the controller. */
   async start(): Promise<void> {
     if (this.#engine) return;
+    // Before the first hello: the controller compiles SRv6 for this site only once it says so.
+    this.#forwarding = await this.#askCapabilities();
     this.#endpoint = await this.#reflector.start();
     const wildcard = this.#endpoint.host === '0.0.0.0' || this.#endpoint.host === '::';
     const engine = new ProbeEngine({
@@ -161,6 +171,17 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
       throw err;
     }
     this.#engine = engine;
+    const f = this.#forwarding;
+    const forwarding: ForwardingCapabilitiesMsg | undefined =
+      f === undefined
+        ? undefined
+        : {
+            modes: [...f.modes],
+            platform: f.platform,
+            platformVersion: f.platformVersion,
+            features: [...f.features],
+            missing: [...f.missing],
+          };
     const client = new ControllerClient({
       address: this.#opts.controller,
       applier: this.#applier,
@@ -181,6 +202,7 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
           instanceId: this.#instanceId,
           appliedPolicyVersion: applied.version,
           appliedPolicyHash: applied.hash,
+          ...(forwarding !== undefined ? { forwarding } : {}),
         };
       },
     });
@@ -255,6 +277,39 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
       },
       links: this.#engine?.links() ?? [],
     };
+  }
+
+  async #askCapabilities(): Promise<ForwardingCapabilities | undefined> {
+    const ask = this.#applier.capabilities?.bind(this.#applier);
+    if (ask === undefined) {
+      this.#log.info('forwarding capabilities not known: the policy applier does not report them');
+      return undefined;
+    }
+    let caps: ForwardingCapabilities;
+    try {
+      caps = await ask();
+    } catch (err) {
+      // Drivers promise not to throw; a bug here must not keep the agent from probing and reporting.
+      this.#log.error({ err }, 'forwarding capabilities could not be found: reporting none');
+      caps = {
+        platform: 'none',
+        platformVersion: '',
+        modes: [],
+        features: [],
+        missing: [`capabilities: ${(err as Error).message}`],
+      };
+    }
+    this.#log.info(
+      {
+        platform: caps.platform,
+        platformVersion: caps.platformVersion,
+        modes: caps.modes,
+        features: caps.features,
+        missing: caps.missing,
+      },
+      'forwarding capabilities',
+    );
+    return caps;
   }
 
   #installPlan(plan: ProbePlan): void {

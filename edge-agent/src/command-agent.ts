@@ -25,7 +25,9 @@ probe plan names, and streams reports and liveness events to the controller over
   --probe-listen HOST:PORT   probe reflector address (default 127.0.0.1:0: a free port,
                              announced to the controller)
   --driver KIND              policy driver: none (default: pushes are refused with
-                             AGENT_ERR_NO_DRIVER), linux (iproute2 + nftables), routeros
+                             AGENT_ERR_NO_DRIVER), linux (iproute2 + nftables), routeros.
+                             At start the agent finds what the device can forward with
+                             (SRv6, hop-by-hop), logs it and reports it in its hello
   --netns NS                 linux: work in this network namespace (not needed when the agent
                              itself runs inside the site's namespace)
   --router HOST:PORT         routeros: the router's API address (credentials from the env)
