@@ -11,7 +11,9 @@
  *    dead) or has been silent for `agentStaleMs` (its process died): then the old stream is ended
  *    and the new one takes over.
  * Then: `welcome`, and a `probe_plan` (re-sent to every agent whose targets change as agents come
- * and go). Undecodable bytes end the stream with `INVALID_ARGUMENT`; a report that decodes but
+ * and go). The hello's forwarding capabilities stay in the site's presence after its agent
+ * disconnects (the data plane is still what it was); `capabilities-changed` fires when a hello
+ * says something else than the site's previous one. Undecodable bytes end the stream with `INVALID_ARGUMENT`; a report that decodes but
  * breaks the contract is dropped whole and answered with an `ErrorNotice` (the stream stays).
  * Messages over `maxMessageBytes` are refused by grpc-js itself with `RESOURCE_EXHAUSTED`.
  */
@@ -21,10 +23,12 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Topology } from '@meridian/topology';
 import {
+  checkForwarding,
   checkHello,
   checkReport,
   DEFAULT_MESSAGE_LIMITS,
   plausibleSiteId,
+  type AgentForwarding,
   type MessageLimits,
 } from './agent-messages';
 import { ControllerError, type ControllerErrorCode } from './errors';
@@ -54,11 +58,18 @@ export interface AgentPresence {
   readonly agentVersion: string | null;
   /** The policy in force at the agent as its last hello said (version 0: none). */
   readonly appliedPolicy: { readonly version: number; readonly hash: string };
+  /**
+   * What the site's data plane can do, as its agent's last hello said; kept while the agent is
+   * away. null: never said (no hello yet, or an agent of an earlier release).
+   */
+  readonly forwarding: AgentForwarding | null;
 }
 
 export type AgentGatewayEvents = {
   'agent-connected': [AgentPresence];
   'agent-disconnected': [AgentPresence];
+  /** A hello said other capabilities than the site's previous hello (`presence.forwarding` is the new). */
+  'capabilities-changed': [presence: AgentPresence, previous: AgentForwarding | null];
   /** An accepted report, after the estimator ingested it. */
   report: [site: string, report: ProbeReport];
   'agent-event': [site: string, event: AgentEvent];
@@ -93,6 +104,7 @@ interface Session {
   readonly instanceId: string;
   readonly agentVersion: string;
   readonly appliedPolicy: { readonly version: number; readonly hash: string };
+  readonly forwarding: AgentForwarding | null;
   readonly call: Call;
   readonly address: string;
   lastSeen: number;
@@ -100,6 +112,10 @@ interface Session {
   planSent: string | undefined;
   closed: boolean;
   invalid: number;
+}
+
+function sameForwarding(a: AgentForwarding | null, b: AgentForwarding | null): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 function digest(s: string): Buffer {
@@ -152,6 +168,7 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
         instanceId: null,
         agentVersion: null,
         appliedPolicy: { version: 0, hash: '' },
+        forwarding: null,
       });
     }
     for (const l of opts.topology.links) {
@@ -342,12 +359,16 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
       );
       this.#drop(held, false);
     }
+    // Valid: checkHello checked it.
+    const forwarding = checkForwarding(h.forwarding) as AgentForwarding | null;
+    const previous = this.#presence.get(h.site)?.forwarding ?? null;
     const session: Session = {
       id: randomUUID(),
       site: h.site,
       instanceId: h.instanceId,
       agentVersion: h.agentVersion,
       appliedPolicy: { version: Number(h.appliedPolicyVersion) || 0, hash: h.appliedPolicyHash || '' },
+      forwarding,
       call,
       address,
       lastSeen: now,
@@ -364,10 +385,24 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
     const presence = this.#setPresence(session, true);
     call.write({ welcome: { controllerVersion: this.#version, serverTimeMs: now, sessionId: session.id } });
     this.#log.info(
-      { site: h.site, address, instance: h.instanceId, version: h.agentVersion },
+      {
+        site: h.site,
+        address,
+        instance: h.instanceId,
+        version: h.agentVersion,
+        platform: forwarding?.platform ?? null,
+        modes: forwarding?.modes ?? null,
+      },
       'agent connected',
     );
     this.emit('agent-connected', presence);
+    if (!sameForwarding(previous, forwarding)) {
+      this.#log.info(
+        { site: h.site, previous: previous?.modes ?? null, modes: forwarding?.modes ?? null, forwarding },
+        'site forwarding capabilities changed',
+      );
+      this.emit('capabilities-changed', presence, previous);
+    }
     this.#scheduleReplan();
     return session;
   }
@@ -444,6 +479,7 @@ export class AgentGateway extends EventEmitter<AgentGatewayEvents> {
       instanceId: s.instanceId,
       agentVersion: s.agentVersion,
       appliedPolicy: s.appliedPolicy,
+      forwarding: s.forwarding,
     };
     this.#presence.set(s.site, p);
     return p;

@@ -1,6 +1,6 @@
 /**
  * `meridian controller [--topology FILE] [--grpc HOST:PORT] [--http HOST:PORT] [--redis URL]
- * [--influx URL] [--snmp-interval MS] [--addressing FILE]`: runs the controller until SIGINT/SIGTERM.
+ * [--influx URL] [--snmp-interval MS] [--addressing FILE] [--forwarding auto|srv6|hop-by-hop] ...`: runs the controller until SIGINT/SIGTERM.
  *
  * Tokens come from MERIDIAN_API_TOKEN / MERIDIAN_AGENT_TOKEN; an unset one is taken from the
  * tokens file (`$MERIDIAN_TOKENS_FILE`, else `$XDG_RUNTIME_DIR/meridian/tokens`, else
@@ -19,13 +19,13 @@ import { Controller, type HostPort } from './controller';
 import { loadAddressingPlan } from './addressing-file';
 import { attachMediaSteering } from './media-service';
 import { ControllerError } from './errors';
-import type { AddressingPlan } from './policy-compiler';
+import { FORWARDING_CHOICES, type AddressingPlan, type ForwardingChoice } from './policy-compiler';
 import { SnmpPoller } from './snmp-poller';
 
 const USAGE = `usage: meridian controller [--topology FILE] [--grpc HOST:PORT] [--http HOST:PORT]
                           [--redis URL] [--influx URL] [--snmp-interval MS] [--addressing FILE]
                           [--media-standby on|off] [--probe-interval MS] [--probe-timeout MS]
-                          [--quality-interval MS]
+                          [--quality-interval MS] [--forwarding auto|srv6|hop-by-hop]
 
   --topology FILE     topology YAML (default: the reference topology)
   --grpc HOST:PORT    agent gRPC listen address (default 127.0.0.1:7400; port 0 = any free port)
@@ -42,6 +42,9 @@ const USAGE = `usage: meridian controller [--topology FILE] [--grpc HOST:PORT] [
   --quality-interval MS  routes move for measured quality (latency, jitter, loss, a link back up)
                       no more than once per this period (default 5000); a link going down moves
                       them immediately. Every move is a policy version every affected router applies
+  --forwarding MODE   auto (default): a route is SRv6 when its head-end and every site of its
+                      paths reported SRv6 in their agent's hello, hop-by-hop otherwise (a kernel
+                      without SRv6, RouterOS); srv6 or hop-by-hop: every route in that mode
   --media-standby on|off  keep a warm standby egress leg per media session (default on: an egress
                       failure then costs ~50 ms of audio instead of ~300 ms, see BENCHMARKS.md)
 
@@ -135,6 +138,7 @@ async function run(argv: string[]): Promise<number> {
         'probe-interval': { type: 'string' },
         'probe-timeout': { type: 'string' },
         'quality-interval': { type: 'string' },
+        forwarding: { type: 'string', default: 'auto' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -146,6 +150,13 @@ async function run(argv: string[]): Promise<number> {
   if (standby !== 'on' && standby !== 'off') {
     process.stderr.write(
       `meridian controller: --media-standby: expected on or off, got '${standby}'\n${USAGE}\n`,
+    );
+    return 2;
+  }
+  const forwarding = values.forwarding;
+  if (!(FORWARDING_CHOICES as readonly string[]).includes(forwarding)) {
+    process.stderr.write(
+      `meridian controller: --forwarding: expected ${FORWARDING_CHOICES.join(', ')}, got '${forwarding}'\n${USAGE}\n`,
     );
     return 2;
   }
@@ -229,6 +240,7 @@ async function run(argv: string[]): Promise<number> {
     ...(addressing ? { addressing } : {}),
     ...(Object.keys(probe).length > 0 ? { probe } : {}),
     routeLoop: { qualityIntervalMs },
+    forwarding: forwarding as ForwardingChoice,
     // Loss is judged over ~10 s of probes from both ends whatever the period: fewer samples make a
     // 0.5 % link read 0 % or 2 % by chance, and a class SLA of 1 % would flap with it.
     ...(probe.intervalMs !== undefined

@@ -26,7 +26,7 @@ import { InfluxHistoryWriter, type InfluxHistoryWriterOptions } from './history-
 import { createHttpServer, type ApiPlugin, type InterfaceView } from './http-server';
 import { LinkEstimator, type EstimatorSettings, type LinkChange, type LinkSnapshot } from './link-estimator';
 import { policiesApi } from './policies-api';
-import type { AddressingPlan } from './policy-compiler';
+import type { AddressingPlan, ForwardingChoice } from './policy-compiler';
 import { PolicyDistributor } from './policy-distributor';
 import { MemoryPolicyStore, RedisPolicyStore, type PolicyStore } from './policy-store';
 import type { ProbeSettings } from './probe-plan';
@@ -107,7 +107,12 @@ export interface ControllerOptions {
   /** Route hysteresis margins (default `CONTROLLER_MARGINS`: route-loop.ts), `false` for the pure optimum. */
   readonly hysteresis?: HysteresisMarginsInput | false;
   /** Route loop: coalescing of link changes, cycles kept, retry delay. */
-  readonly routeLoop?: Omit<RouteLoopSettings, 'hysteresis'>;
+  readonly routeLoop?: Omit<RouteLoopSettings, 'hysteresis' | 'forwarding'>;
+  /**
+   * Forwarding mode of the compiled routes (`--forwarding`): `auto` (default) = SRv6 for a route
+   * whose every site's agent reported SRv6, hop-by-hop otherwise; `srv6` / `hop-by-hop` = every route.
+   */
+  readonly forwarding?: ForwardingChoice;
   /**
    * Policy acks: timeout per push (default 5000 ms), pushes per version (default 3), and the
    * re-push backoff after a transient failure (1 s doubling to 30 s; see `PolicyDistributor`).
@@ -131,6 +136,8 @@ export type ControllerEvents = {
   'link-change': [LinkChange];
   'agent-connected': [AgentPresence];
   'agent-disconnected': [AgentPresence];
+  /** A site's agent reported other forwarding capabilities than before (`presence.forwarding`). */
+  'agent-capabilities': [AgentPresence];
   'interface-counters': [InterfaceView];
   /** Routes whose status, primary or backup changed in one loop cycle. */
   'routes-changed': [RouteChange[]];
@@ -248,7 +255,17 @@ export class Controller extends EventEmitter<ControllerEvents> {
       initial: this.estimator.snapshots(),
       ...(opts.addressing !== undefined ? { addressing: opts.addressing } : {}),
       ...(opts.hysteresis !== undefined ? { hysteresis: opts.hysteresis } : {}),
+      ...(opts.forwarding !== undefined ? { forwarding: opts.forwarding } : {}),
       ...opts.routeLoop,
+    });
+    this.gateway.on('capabilities-changed', (p) => {
+      // Last known capabilities count too: a site whose agent restarts keeps its routes' modes.
+      const srv6 = this.gateway
+        .agents()
+        .filter((a) => a.forwarding?.modes.includes('srv6') === true)
+        .map((a) => a.site);
+      this.routeLoop.setSrv6Sites(new Set(srv6));
+      this.emit('agent-capabilities', p);
     });
     this.on('link-change', (c) => this.routeLoop.linkChange(c));
     this.routeLoop.on('routes-changed', (changes) => this.emit('routes-changed', changes));
@@ -378,6 +395,16 @@ export class Controller extends EventEmitter<ControllerEvents> {
             connected: p.connected,
             address: p.address,
             lastSeen: isoOrNull(p.lastSeenMs),
+            forwarding:
+              p.forwarding === null
+                ? null
+                : {
+                    modes: [...p.forwarding.modes],
+                    platform: p.forwarding.platform,
+                    platformVersion: p.forwarding.platformVersion,
+                    features: [...p.forwarding.features],
+                    missing: [...p.forwarding.missing],
+                  },
           })),
         interfaces: () => this.interfaces(),
       },

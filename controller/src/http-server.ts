@@ -43,11 +43,23 @@ export const LinkView = Type.Object({
 });
 export type LinkView = Static<typeof LinkView>;
 
+/** What a site's data plane can do, as its agent's last hello said (`Hello.forwarding`). */
+export const ForwardingView = Type.Object({
+  modes: Type.Array(Type.Union([Type.Literal('srv6'), Type.Literal('hop-by-hop')])),
+  platform: Type.String(),
+  platformVersion: Type.String(),
+  features: Type.Array(Type.String()),
+  missing: Type.Array(Type.String()),
+});
+export type ForwardingView = Static<typeof ForwardingView>;
+
 export const AgentView = Type.Object({
   site: Type.String(),
   connected: Type.Boolean(),
   address: NullableString,
   lastSeen: NullableString,
+  /** Kept while the agent is away; null: never said (no hello yet, or an earlier agent release). */
+  forwarding: Type.Union([ForwardingView, Type.Null()]),
 });
 export type AgentView = Static<typeof AgentView>;
 

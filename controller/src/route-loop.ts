@@ -15,6 +15,12 @@
  * cycle with a liveness change compiles even when no route changed: the policies' forwarding
  * backups (protection paths) depend on which links are up, not only on the routes.
  *
+ * Forwarding modes (`forwarding`, default `auto`): each route is compiled as SRv6 only when its
+ * head-end and every site of its paths reported SRv6 in their agents' hello (`setSrv6Sites`), hop
+ * by hop otherwise. A change of that set is urgent like a liveness change: until the policies say
+ * hop-by-hop, a route through a site that cannot decapsulate SRv6 is black-holed there. The set
+ * is the controller's: connected or last known sites, so an agent restart does not flip modes.
+ *
  * Without an addressing plan the loop still keeps the routes current (API, events) but compiles
  * and distributes nothing: policies are addresses and SIDs, and only a plan says what they are.
  *
@@ -42,7 +48,13 @@ import {
 } from '@meridian/topology';
 import { ControllerError } from './errors';
 import { linkStateOf, type LinkChange, type LinkSnapshot } from './link-estimator';
-import { compilePolicies, type AddressingPlan, type CompiledSitePolicy } from './policy-compiler';
+import {
+  compilePoliciesDetailed,
+  type AddressingPlan,
+  type CompiledSitePolicy,
+  type ForwardingChoice,
+  type ForwardingMode,
+} from './policy-compiler';
 import { forwardingBackups } from './forwarding-backup';
 import type { PolicyDistributor } from './policy-distributor';
 import type { PolicyRef, PolicyStore, PolicyVersionMeta, PolicyVersionReason } from './policy-store';
@@ -77,6 +89,11 @@ export interface RouteLoopSettings {
    * would otherwise spend their memory and CPU on a million routes).
    */
   readonly maxRoutes?: number;
+  /**
+   * `auto` (default): per route, SRv6 where every site can do it (`setSrv6Sites`), hop-by-hop
+   * otherwise; `srv6` / `hop-by-hop`: every route in that mode, whatever the agents said.
+   */
+  readonly forwarding?: ForwardingChoice;
 }
 
 export interface RouteLoopOptions extends RouteLoopSettings {
@@ -95,7 +112,7 @@ export interface CycleRecord {
   readonly id: number;
   /** ISO time the cycle's first link change arrived (or the rollback/start was asked). */
   readonly startedAt: string;
-  readonly trigger: 'start' | 'link-change' | 'retry' | 'rollback' | 'reissue';
+  readonly trigger: 'start' | 'link-change' | 'capabilities' | 'retry' | 'rollback' | 'reissue';
   /** Links whose state the cycle applied. */
   readonly links: string[];
   /** Routes whose status, primary or backup changed. */
@@ -106,6 +123,8 @@ export interface CycleRecord {
    * backup (which shares a link with the primary; see forwarding-backup.ts); null if not compiled.
    */
   protectedRoutes: number | null;
+  /** Routes compiled per forwarding mode; null if not compiled. */
+  modes: Record<ForwardingMode, number> | null;
   /** The version issued, or null (no site changed, no plan, or an error). */
   version: number | null;
   /** Sites the version was issued for. */
@@ -160,6 +179,11 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
   readonly #qualityIntervalMs: number;
   readonly #historySize: number;
   readonly #retryMs: number;
+  readonly #forwarding: ForwardingChoice;
+  /** Sites whose data plane can do SRv6 (see {@link RouteLoop.setSrv6Sites}). */
+  #srv6Sites: ReadonlySet<string> = new Set();
+  /** The route set of the last compile that was issued (or changed nothing): make before break. */
+  #previousRoutes: readonly Route[] | undefined;
   readonly #pending = new Map<string, LinkState | null>();
   #detectStart = 0;
   #detectWall = 0;
@@ -169,6 +193,8 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
   /** When the last link-change cycle started (quality changes wait `qualityIntervalMs` after it). */
   /** A liveness change (up, down, stale) is among the pending changes: compile even if no route moves. */
   #pendingLiveness = false;
+  /** The SRv6 site set changed since the last cycle: compile even if no route moves. */
+  #pendingForwarding = false;
   #lastCycleAt = -Infinity;
   #retryTimer: NodeJS.Timeout | undefined;
   #queue: Promise<void> = Promise.resolve();
@@ -194,6 +220,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     this.#qualityIntervalMs = opts.qualityIntervalMs ?? 1000;
     this.#historySize = opts.cycleHistory ?? 100;
     this.#retryMs = opts.retryMs ?? 1000;
+    this.#forwarding = opts.forwarding ?? 'auto';
     const count =
       opts.topology.classes.length * opts.topology.sites.length * (opts.topology.sites.length - 1);
     const max = opts.maxRoutes ?? 200_000;
@@ -237,6 +264,16 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     return this.#plan !== undefined && this.#engine !== undefined;
   }
 
+  /** The forwarding mode choice (`auto`, or one mode forced for every route). */
+  get forwarding(): ForwardingChoice {
+    return this.#forwarding;
+  }
+
+  /** Sites counted as able to do SRv6 (what `setSrv6Sites` last said). */
+  get srv6Sites(): ReadonlySet<string> {
+    return this.#srv6Sites;
+  }
+
   /** Recent cycles, oldest first. */
   cycles(): CycleRecord[] {
     return [...this.#cycles];
@@ -255,14 +292,37 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
   /** Feeds one estimator change (the controller wires `link-change` here). */
   linkChange(c: LinkChange): void {
     if (this.#closed || this.#engine === undefined) return;
-    const now = performance.now();
-    if (this.#pending.size === 0 && this.#timer === undefined) {
-      this.#detectStart = now;
-      this.#detectWall = Date.now();
-    }
+    this.#markDetect();
     this.#pending.set(c.id, linkStateOf(c.state));
     if (c.liveness) this.#pendingLiveness = true;
-    const urgent = c.liveness;
+    this.#arm(c.liveness);
+  }
+
+  /**
+   * The sites whose agents reported SRv6 (connected, or last known while away). In `auto` a change
+   * compiles and pushes at once (coalesced like a liveness change); forced modes ignore it.
+   */
+  setSrv6Sites(sites: ReadonlySet<string>): void {
+    if (sites.size === this.#srv6Sites.size && [...sites].every((s) => this.#srv6Sites.has(s))) return;
+    this.#srv6Sites = new Set(sites);
+    if (this.#closed || this.#engine === undefined || this.#plan === undefined) return;
+    if (this.#forwarding !== 'auto') return;
+    this.#markDetect();
+    this.#pendingForwarding = true;
+    this.#arm(true);
+  }
+
+  /** The first change of a cycle starts its detect timing. */
+  #markDetect(): void {
+    if (this.#pending.size === 0 && !this.#pendingForwarding && this.#timer === undefined) {
+      this.#detectStart = performance.now();
+      this.#detectWall = Date.now();
+    }
+  }
+
+  /** Schedules the next cycle: `coalesceMs` from now when urgent, else after the quality interval. */
+  #arm(urgent: boolean): void {
+    const now = performance.now();
     const due = urgent
       ? now + this.#coalesceMs
       : Math.max(now + this.#coalesceMs, this.#lastCycleAt + this.#qualityIntervalMs);
@@ -275,11 +335,13 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       this.#lastCycleAt = performance.now();
       const changes = new Map(this.#pending);
       this.#pending.clear();
-      const liveness = this.#pendingLiveness;
+      const force = this.#pendingLiveness || this.#pendingForwarding;
+      const trigger = changes.size > 0 ? 'link-change' : 'capabilities';
       this.#pendingLiveness = false;
+      this.#pendingForwarding = false;
       const start = this.#detectStart;
       const wall = this.#detectWall;
-      void this.#enqueue(() => this.#cycle('link-change', changes, start, wall, liveness));
+      void this.#enqueue(() => this.#cycle(trigger, changes, start, wall, force));
     }, due - now);
   }
 
@@ -404,11 +466,19 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       return;
     }
     let compiled: Map<string, CompiledSitePolicy>;
+    let routes: readonly Route[];
     try {
       // The data plane's backups protect against any single link failure (forwarding-backup.ts).
       const fwd = forwardingBackups(this.#topology, engine.state, this.#failStatic(engine.routes));
       record.protectedRoutes = fwd.protectedRoutes;
-      compiled = compilePolicies(this.#topology, fwd.routes, this.#plan);
+      routes = fwd.routes;
+      const out = compilePoliciesDetailed(this.#topology, routes, this.#plan, {
+        forwarding: this.#forwarding,
+        srv6Sites: this.#srv6Sites,
+        ...(this.#previousRoutes !== undefined ? { previousRoutes: this.#previousRoutes } : {}),
+      });
+      compiled = out.policies;
+      record.modes = { ...out.modes };
     } catch (err) {
       this.#failed(record, 'CTRL_ERR_POLICY_COMPILE', (err as Error).message);
       return;
@@ -422,6 +492,8 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     } catch {
       return; // recorded and scheduled for retry by #issue
     }
+    // In force at the sites now (or on its way): the next compile keeps its transit one more version.
+    this.#previousRoutes = routes;
   }
 
   /** Stamps a new version on `policies`, stores and distributes them; returns the version (null: none). */
@@ -479,6 +551,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
         version,
         sites: record.sites,
         routeChanges: record.routeChanges,
+        modes: record.modes,
         ...record.timings,
       },
       'policy version pushed',
@@ -518,6 +591,7 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
       routeChanges: 0,
       recomputed: 0,
       protectedRoutes: null,
+      modes: null,
       version: null,
       sites: [],
       deferred: [],

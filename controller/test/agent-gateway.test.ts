@@ -9,6 +9,7 @@ import {
   openStream,
   report,
   startController,
+  type TestStream,
 } from './helpers';
 import type { ControllerMessage, ProbePlan } from '../src/index';
 
@@ -233,4 +234,129 @@ t.test('a new agent process replaces a stream that went silent', async (t) => {
   t.equal(end.code, grpc.status.ALREADY_EXISTS, 'the silent stream was ended');
   t.match(end.details, /replaced/);
   t.same(c.gateway.connectedSites(), ['bj1']);
+});
+
+t.test('forwarding capabilities: kept per site, shown by the API, refused when malformed', async (t) => {
+  const c = await startController();
+  t.teardown(() => c.stop());
+  const port = c.ports.grpc;
+  const base = `http://127.0.0.1:${c.ports.http}`;
+  type View = { site: string; connected: boolean; forwarding: unknown };
+  const agentsApi = async (): Promise<View[]> =>
+    (
+      (await (
+        await fetch(`${base}/api/v1/agents`, { headers: { authorization: `Bearer ${API_TOKEN}` } })
+      ).json()) as { agents: View[] }
+    ).agents.map((a) => ({ site: a.site, connected: a.connected, forwarding: a.forwarding }));
+  const linux = {
+    modes: ['hop-by-hop'],
+    platform: 'linux',
+    platformVersion: '6.18.44-fc-v1272',
+    features: ['nftables', 'policy-routing'],
+    missing: [
+      'srv6-encap: Error: lwt encapsulation type not supported.',
+      'srv6-end-x: Error: lwt encapsulation type not supported.',
+      'srv6-end-dx4: Error: lwt encapsulation type not supported.',
+    ],
+  };
+  const changed: { site: string; modes: readonly string[] | null; previous: readonly string[] | null }[] = [];
+  c.gateway.on('capabilities-changed', (p, previous) =>
+    changed.push({ site: p.site, modes: p.forwarding?.modes ?? null, previous: previous?.modes ?? null }),
+  );
+  const connect = async (forwarding: object | undefined, instance: string): Promise<TestStream> => {
+    const s = openStream(port);
+    const h = hello('bj1', 9100, AGENT_TOKEN, instance);
+    s.call.write({ hello: { ...h.hello, ...(forwarding !== undefined ? { forwarding } : {}) } });
+    await s.waitFor((m) => 'welcome' in m && !!m.welcome);
+    return s;
+  };
+
+  t.equal((await agentsApi()).find((a) => a.site === 'bj1')?.forwarding, null, 'null before any hello');
+
+  const s1 = await connect(linux, 'i-1');
+  t.same(c.gateway.presence('bj1')?.forwarding, linux, 'kept in the presence record');
+  t.same(
+    (await agentsApi()).find((a) => a.site === 'bj1'),
+    { site: 'bj1', connected: true, forwarding: linux },
+  );
+  t.same(changed, [{ site: 'bj1', modes: ['hop-by-hop'], previous: null }], 'changed: unknown -> hop-by-hop');
+
+  s1.close();
+  await eventually(() => c.gateway.presence('bj1')?.connected === false);
+  t.same(
+    (await agentsApi()).find((a) => a.site === 'bj1'),
+    { site: 'bj1', connected: false, forwarding: linux },
+    'last known capabilities kept while the agent is away',
+  );
+
+  // The same capabilities from a restarted agent: no change event (it would fire in the same
+  // hello handling as agent-connected, before the welcome is written).
+  const s2 = await connect(linux, 'i-2');
+  t.equal(changed.length, 1, 'same capabilities: no event');
+  s2.close();
+  await eventually(() => c.gateway.presence('bj1')?.connected === false);
+
+  const srv6 = { ...linux, modes: ['srv6', 'hop-by-hop'], missing: [] };
+  const s3 = await connect(srv6, 'i-3');
+  t.same(changed.at(-1), { site: 'bj1', modes: ['srv6', 'hop-by-hop'], previous: ['hop-by-hop'] });
+  s3.close();
+  await eventually(() => c.gateway.presence('bj1')?.connected === false);
+
+  const bad: [string, object, RegExp][] = [
+    [
+      'an unknown mode',
+      { ...linux, modes: ['mpls'] },
+      /hello\.forwarding\.modes\[0\] 'mpls' is not a forwarding mode/,
+    ],
+    [
+      'a repeated mode',
+      { ...linux, modes: ['srv6', 'srv6'] },
+      /hello\.forwarding\.modes\[1\] 'srv6' is repeated/,
+    ],
+    [
+      'too many modes',
+      { ...linux, modes: ['srv6', 'hop-by-hop', 'srv6'] },
+      /modes has 3 entries \(expected <= 2\)/,
+    ],
+    [
+      'a platform that is no name',
+      { ...linux, platform: 'Linux 6' },
+      /hello\.forwarding\.platform 'Linux 6'/,
+    ],
+    ['a long version', { ...linux, platformVersion: 'x'.repeat(129) }, /platform_version is 129 chars/],
+    [
+      'too many missing entries',
+      { ...linux, missing: Array.from({ length: 33 }, (_, i) => `f${i}: no`) },
+      /hello\.forwarding\.missing has 33 entries \(expected <= 32\)/,
+    ],
+    [
+      'a long feature',
+      { ...linux, features: ['f'.repeat(65)] },
+      /hello\.forwarding\.features\[0\] is 65 chars/,
+    ],
+    ['a control character', { ...linux, missing: ['srv6-encap: a\nb'] }, /missing\[0\] .*control characters/],
+  ];
+  for (const [what, forwarding, message] of bad) {
+    const s = openStream(port);
+    const h = hello('sh2', 9300, AGENT_TOKEN, 'i-bad');
+    s.call.write({ hello: { ...h.hello, forwarding } });
+    const end = await s.ended;
+    t.equal(end.code, grpc.status.INVALID_ARGUMENT, `${what}: INVALID_ARGUMENT`);
+    t.equal(end.errorCode, 'CTRL_ERR_INVALID_MESSAGE');
+    t.match(end.details, message, what);
+    s.close();
+  }
+  t.equal(c.gateway.presence('sh2')?.forwarding, null, 'nothing of a refused hello kept');
+  t.notOk(c.gateway.connectedSites().includes('sh2'));
+  t.same(
+    changed.map((x) => x.site),
+    ['bj1', 'bj1'],
+    'refused hellos changed nothing',
+  );
+
+  // An agent of an earlier release says nothing: unknown again (it may have been downgraded).
+  const s4 = await connect(undefined, 'i-4');
+  t.teardown(() => s4.close());
+  t.equal(c.gateway.presence('bj1')?.forwarding, null);
+  t.same(changed.at(-1), { site: 'bj1', modes: null, previous: ['srv6', 'hop-by-hop'] });
 });
