@@ -30,6 +30,7 @@ export * from './http-server';
 export * from './controller';
 export { parseHostPort, resolveTokens, tokensFilePath } from './command-controller';
 export * from './policy-compiler';
+export * from './forwarding-backup';
 export * from './policy-store';
 export * from './policy-distributor';
 export * from './route-loop';

@@ -42,7 +42,13 @@ t.test('HTTP API on a real listen()', async (t) => {
     const agents = (await (await fetch(`${base}/api/v1/agents`, { headers: auth })).json()) as {
       agents: object[];
     };
-    t.same(agents.agents[0], { site: 'bj1', connected: false, address: null, lastSeen: null });
+    t.same(agents.agents[0], {
+      site: 'bj1',
+      connected: false,
+      address: null,
+      lastSeen: null,
+      forwarding: null,
+    });
     const ifs = await (await fetch(`${base}/api/v1/interfaces`, { headers: auth })).json();
     t.same(ifs, { interfaces: [] });
   });
