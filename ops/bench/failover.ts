@@ -14,6 +14,7 @@
 // until the voice route leaves it while the sync route stays.
 //
 // Run: npm run bench:failover [-- --trials N] [--topology FILE] [--only frr|controller] [--json FILE]
+//      [--forwarding auto|srv6|hop-by-hop]   (the lab's forwarding mode; default auto)
 //      [--logs DIR]   (keeps each lab's controller, agent and emulator logs in DIR/<mode>/)
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -26,8 +27,10 @@ import {
   labPrerequisites,
   labServices,
   labUp,
+  parseForwarding,
   waitForPoliciesApplied,
   type LabDescription,
+  type LabForwardingOption,
 } from '../src/index';
 import {
   analyseStream,
@@ -173,6 +176,7 @@ async function runMode(
   trials: number,
   pair: { src: string; dst: string } | null,
   logsDir: string | null,
+  forwarding: LabForwardingOption,
 ): Promise<ModeResult> {
   const stateDir = mkdtempSync(path.join(os.tmpdir(), `meridian-bench-failover-${mode}-`));
   say(`\n== ${mode}: lab up (${topology.sites.length} sites, ${topology.links.length} links) ==`);
@@ -182,6 +186,7 @@ async function runMode(
     lab = await labUp(topology, {
       stateDir,
       waitMs: 900_000,
+      forwarding,
       startServices: labServices({ stateDir, fastReroute: mode === 'frr', logLevel: 'warn' }),
     });
   } catch (err) {
@@ -192,7 +197,9 @@ async function runMode(
   const api = new Api(lab.controller.http!, lab.apiToken!);
   const sites = lab.sites.map((s) => s.id);
   const host = (id: string): string => lab.sites.find((s) => s.id === id)!.address;
-  say(`lab with services up in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  say(
+    `lab with services up in ${((performance.now() - t0) / 1000).toFixed(1)} s, forwarding ${lab.forwarding}`,
+  );
   const stoppers: (() => void)[] = [];
   try {
     // Let the measured state settle (first policies come from nominal values).
@@ -368,6 +375,7 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       json: { type: 'string' },
       logs: { type: 'string' },
+      forwarding: { type: 'string' },
     },
     strict: true,
   });
@@ -377,6 +385,7 @@ async function main(): Promise<void> {
     return;
   }
   const trials = Number(values.trials ?? 3);
+  const forwarding = parseForwarding(values.forwarding ?? 'auto');
   const topology = loadTopology(values.topology ?? REFERENCE_TOPOLOGY_PATH);
   say(
     `bench:failover on ${topology.source}: ${trials} trials per link, 50 pps voice (DSCP 46); ${os.cpus().length} CPUs, Node ${process.version}`,
@@ -387,7 +396,7 @@ async function main(): Promise<void> {
   const results: ModeResult[] = [];
   let pair: { src: string; dst: string } | null = null;
   for (const m of modes) {
-    const r = await runMode(m, topology, trials, pair, values.logs ?? null);
+    const r = await runMode(m, topology, trials, pair, values.logs ?? null, forwarding);
     const [src = '', dst = ''] = r.route.split('>');
     pair = { src, dst };
     results.push(r);
