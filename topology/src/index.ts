@@ -45,6 +45,16 @@ export {
 } from './state-loader';
 export { REFERENCE_TOPOLOGY_PATH } from './reference-topology';
 export {
+  WAN_CLASSES,
+  generateWan,
+  generateWanState,
+  seededRandom,
+  type Range,
+  type WanOptions,
+  type WanStateOptions,
+} from './topology-generator';
+export { fullMeshPairs, hubAndSpokePairs } from './route-scope';
+export {
   TopologyFileSchema,
   SiteSchema,
   LinkSchema,

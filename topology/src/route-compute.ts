@@ -4,13 +4,10 @@
  */
 import { RouteError } from './errors';
 import { RouteContext, type RawRoute } from './route-context';
+import type { SitePair } from './route-scope';
 import type { NetworkState, Route, Topology, TrafficClass } from './types';
 
-/** A (source, destination) pair of site ids. */
-export interface SitePair {
-  readonly src: string;
-  readonly dst: string;
-}
+export type { SitePair };
 
 export interface ComputeRoutesOptions {
   /** Measured link state; links not named keep their nominal values (up, utilisation 0). */
