@@ -50,6 +50,8 @@ import {
   primaryTable,
   renderKernel,
   renderNft,
+  ruleKey,
+  ruleSelector,
   type Family,
   type RuleSpec,
 } from './linux-render';
@@ -269,7 +271,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
   async #readRules(): Promise<RuleSpec[]> {
     const out: RuleSpec[] = [];
     for (const family of [4, 6] as const) {
-      const rules = await this.#json<{ priority: number; fwmark?: string; table?: string }[]>([
+      const rules = await this.#json<{ priority: number; fwmark?: string; table?: string; iif?: string }[]>([
         `-${family}`,
         'rule',
         'show',
@@ -277,7 +279,13 @@ export class LinuxPolicyDriver implements PolicyDriver {
       for (const r of rules) {
         if (r.priority < PREF_MIN || r.priority > PREF_MAX) continue;
         const fw = r.fwmark !== undefined ? Number.parseInt(r.fwmark, 16) : null;
-        out.push({ family, pref: r.priority, fwmark: fw, table: Number(r.table) });
+        out.push({
+          family,
+          pref: r.priority,
+          fwmark: fw,
+          table: Number(r.table),
+          ...(r.iif !== undefined ? { iif: r.iif } : {}),
+        });
       }
     }
     return out;
@@ -413,7 +421,6 @@ export class LinuxPolicyDriver implements PolicyDriver {
         ? [known.rules, known.routes]
         : await Promise.all([this.#readRules(), this.#readRoutes()]);
 
-    const ruleKey = (r: RuleSpec): string => `${r.family}|${r.pref}|${r.fwmark ?? '-'}|${r.table}`;
     const v4Rules = new Set(haveRules.filter((x) => x.family === 4).map((x) => `${x.pref}|${x.fwmark}`));
     // Routes switched to backup stay there while their primary path is unchanged.
     const onBackup = new Set<number>();
@@ -431,8 +438,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
     );
     const wantRuleKeys = new Set(wantRules.map(ruleKey));
     const haveRuleKeys = new Set<string>();
-    const ruleSpec = (r: RuleSpec): string =>
-      `pref ${r.pref}${r.fwmark !== null ? ` fwmark ${hex(r.fwmark)}` : ''} table ${r.table}`;
+    const ruleSpec = ruleSelector;
 
     const addRoutes: string[] = [];
     const wantRouteKeys = new Set<string>();
@@ -698,8 +704,7 @@ export class LinuxPolicyDriver implements PolicyDriver {
   async removeAll(): Promise<void> {
     this.#known = null;
     const [rules, routes] = await Promise.all([this.#readRules(), this.#readRoutes()]);
-    const ruleLine = (r: RuleSpec): string =>
-      `rule del pref ${r.pref}${r.fwmark !== null ? ` fwmark ${hex(r.fwmark)}` : ''} table ${r.table}`;
+    const ruleLine = (r: RuleSpec): string => `rule del ${ruleSelector(r)}`;
     await this.#batch(4, rules.filter((r) => r.family === 4).map(ruleLine));
     await this.#batch(6, rules.filter((r) => r.family === 6).map(ruleLine));
     const dels = [...routes.keys()].map((key) => {

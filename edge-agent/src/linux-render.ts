@@ -25,7 +25,17 @@ export interface RuleSpec {
   readonly pref: number;
   readonly fwmark: number | null;
   readonly table: number;
+  /** `iif lo`: packets this host originates (the base rule); absent: any. */
+  readonly iif?: string;
 }
+
+/** A rule's identity, as the driver compares the kernel's rules with the wanted ones. */
+export const ruleKey = (r: RuleSpec): string =>
+  `${r.family}|${r.pref}|${r.fwmark ?? '-'}|${r.table}|${r.iif ?? '-'}`;
+
+/** A rule's selector for `ip rule add|del`. */
+export const ruleSelector = (r: RuleSpec): string =>
+  `pref ${r.pref}${r.iif !== undefined ? ` iif ${r.iif}` : ''}${r.fwmark !== null ? ` fwmark ${hex(r.fwmark)}` : ''} table ${r.table}`;
 
 export interface RouteSpec {
   readonly family: Family;
@@ -108,7 +118,11 @@ export function renderKernel(policy: SitePolicy): { rules: RuleSpec[]; routes: R
   }
   if (baseDone.size > 0) {
     for (const family of [4, 6] as const)
-      rules.push({ family, pref: BASE_RULE_PREF, fwmark: null, table: TABLE_BASE });
+      // Only what this host originates (its first route lookup comes before the output hook's
+      // mark): a forwarded packet that no transit entry claimed must not take this site's own
+      // path (a site whose own path to the destination leads back where it came from would bounce
+      // it until its TTL runs out).
+      rules.push({ family, pref: BASE_RULE_PREF, fwmark: null, table: TABLE_BASE, iif: 'lo' });
   }
   for (const r of policy.routes) {
     encapRoutes(primaryTable(r.slot), r, r.primary);
@@ -249,6 +263,11 @@ export function renderNft(policy: SitePolicy): string {
     // Transit first: a packet of another site's route must not be taken by this site's own
     // route to the same destination (its entry says where its path goes next).
     '    jump transit',
+    // A packet that came over a link and matched no transit entry is not this site's to steer
+    // (see the base rule in renderKernel): it keeps no mark and finds no route here.
+    ...(policy.interfaces.length > 0
+      ? [`    iifname { ${policy.interfaces.map((i) => `"${i.ifName}"`).join(', ')} } return`]
+      : []),
     '    jump classify',
     '  }',
     '  chain probes {',

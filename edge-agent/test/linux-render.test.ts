@@ -84,7 +84,11 @@ t.test('a transit site: one chain per incoming link, probe ports first, default 
   const mark = `0x${(TRANSIT_MARK_BASE + outIndex).toString(16)}`;
   const nft = renderNft(b);
   t.match(nft, `iifname vmap { "${inIf}" : jump t_${inIf} }`, 'dispatch on the incoming link');
-  t.match(nft, /chain prerouting \{[^}]*jump transit\s+jump classify/, 'transit before the own routes');
+  t.match(
+    nft,
+    /chain prerouting \{[^}]*jump transit\s+iifname \{ [^}]+ \} return\s+jump classify/,
+    'transit entries first; a packet from a link that none claimed is not steered by the own routes',
+  );
   const chain = nft.slice(nft.indexOf(`chain t_${inIf} {`));
   const lines = chain
     .slice(0, chain.indexOf('}\n'))
@@ -125,6 +129,14 @@ t.test('a hop-by-hop head-end: first-hop routes, no SRv6 object', (t) => {
   t.notOk(
     k.routes.some((r) => r.attrs.includes('seg6') || r.family === 6),
     'no encapsulation and no IPv6 route',
+  );
+  t.same(
+    k.rules.filter((r) => r.fwmark === null).map((r) => [r.family, r.pref, r.iif]),
+    [
+      [4, 29990, 'lo'],
+      [6, 29990, 'lo'],
+    ],
+    'the unmarked base table serves only what this host originates, never a forwarded packet',
   );
   const voice = a.routes.find((r) => r.class === 'voice')!;
   t.ok(
