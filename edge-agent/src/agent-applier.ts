@@ -28,7 +28,8 @@ export interface PolicyApplier {
   /** The policy in force now; sent in every hello so the controller knows what to push. */
   applied(): { readonly version: number; readonly hash: string };
   /**
-   * Applies one push. Pushes are handed over one at a time, in arrival order. Expected failures are
+   * Applies one push. Pushes are handed over one at a time, in arrival order; a push that a newer one
+   * overtook while it waited is never handed over (controller-client.ts). Expected failures are
    * results (`ok: false`); a throw is treated as a bug and acked as `AGENT_ERR_APPLY_FAILED`.
    */
   apply(push: PolicyPush): Promise<PolicyApplyResult>;

@@ -274,6 +274,7 @@ export class EdgeAgent extends EventEmitter<EdgeAgentEvents> {
         eventsSent: 0,
         reportsDropped: 0,
         eventsDropped: 0,
+        pushesSuperseded: 0,
       },
       links: this.#engine?.links() ?? [],
     };

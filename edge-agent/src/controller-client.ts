@@ -65,6 +65,8 @@ export interface ControllerClientCounters {
   /** Reports dropped because the disconnected buffer was full. */
   reportsDropped: number;
   eventsDropped: number;
+  /** Policy pushes never applied because a newer one arrived while they waited. */
+  pushesSuperseded: number;
 }
 
 type Stream = grpc.ClientDuplexStream<AgentMessage, ControllerMessage>;
@@ -106,7 +108,10 @@ export class ControllerClient extends EventEmitter<ControllerClientEvents> {
     eventsSent: 0,
     reportsDropped: 0,
     eventsDropped: 0,
+    pushesSuperseded: 0,
   };
+  /** The newest push not yet taken by the apply chain (see `#queueApply`). */
+  #nextPush: PolicyPushMsg | null = null;
 
   constructor(opts: ControllerClientOptions) {
     super();
@@ -261,8 +266,23 @@ export class ControllerClient extends EventEmitter<ControllerClientEvents> {
     }
   }
 
+  /**
+   * Applies pushes one at a time, and only the newest of those waiting: when versions come faster
+   * than the device applies them (after a failure every site gets several in a row), applying each
+   * in turn leaves the site further behind with every version, while the newest is all that
+   * matters (the controller counts only an ack of its current target). A skipped push is not acked.
+   */
   #queueApply(push: PolicyPushMsg): void {
+    const waiting = this.#nextPush;
+    if (waiting === null || Number(push.version) >= Number(waiting.version)) {
+      if (waiting !== null) this.#counters.pushesSuperseded++;
+      this.#nextPush = push;
+    } else this.#counters.pushesSuperseded++;
     this.#applyChain = this.#applyChain.then(async () => {
+      const next = this.#nextPush;
+      if (next === null) return; // taken by an earlier turn of the chain
+      this.#nextPush = null;
+      push = next;
       let result: PolicyApplyResult;
       try {
         result = await this.#opts.applier.apply(push);

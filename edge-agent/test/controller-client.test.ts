@@ -169,3 +169,46 @@ t.test('meridian agent: bad input exits 2; a wrong token exits 2; SIGTERM exits 
   process.emit('SIGTERM', 'SIGTERM');
   t.equal(await run, 0, 'clean stop on SIGTERM');
 });
+
+t.test('pushes that a newer one overtook while they waited are never applied', async (t) => {
+  const peer = await testReflector();
+  t.teardown(() => peer.close());
+  const ctl = await startTestController({ token: TOKEN, plan: planFor(peer.port) });
+  t.teardown(() => ctl.stop());
+  const seen: number[] = [];
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  let applied = { version: 0, hash: '' };
+  const agent = new EdgeAgent({
+    site: 'A',
+    controller: ctl.address,
+    token: TOKEN,
+    log,
+    backoff: fastBackoff,
+    applier: {
+      applied: () => applied,
+      apply: async (push) => {
+        seen.push(Number(push.version));
+        if (seen.length === 1) await gate; // the device is busy with v1 while v2 and v3 arrive
+        applied = { version: Number(push.version), hash: push.hash };
+        return { ok: true, appliedVersion: Number(push.version) };
+      },
+    },
+  });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  t.ok(await until(() => agent.connected));
+  ctl.push({ policy: { version: 1, hash: 'h1', policyJson: '{}' } });
+  t.ok(await until(() => seen.length === 1), 'v1 is being applied');
+  ctl.push({ policy: { version: 2, hash: 'h2', policyJson: '{}' } });
+  ctl.push({ policy: { version: 3, hash: 'h3', policyJson: '{}' } });
+  t.ok(await until(() => agent.stats().client.pushesSuperseded === 1), 'v2 was overtaken by v3');
+  release();
+  t.ok(await until(() => ctl.of('ack').length === 2));
+  t.same(seen, [1, 3], 'v2 never reached the device');
+  t.same(
+    ctl.of('ack').map((a) => (a.msg['ack'] as { version: number }).version),
+    [1, 3],
+    'acks of v1 and v3 only',
+  );
+});
