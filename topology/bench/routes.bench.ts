@@ -6,6 +6,11 @@
  * (b) generated 300-site topology (6 core + 294 edge, >= 1,000 links) under a measured state: every
  *     ordered core pair and every edge<->core pair both ways, all five classes;
  * (c) one-link change on (b): RouteEngine incremental update vs full recompute.
+ * (d) the sweep of issue 20: generated WANs (`generateWan`: 6 cores, 294 edges, 1,099 links, the
+ *     five classes) over seeds and SLA tightness, every core↔core, edge→core and core→edge pair,
+ *     nominal state; per topology the full computation, its graphology baseline, and one access
+ *     link / one core link change on a RouteEngine; then the median and worst case over the sweep.
+ *     `BENCH_SEEDS=1,2,3` `BENCH_TIGHTNESS=1,1.5` `BENCH_RUNS=3` override the sweep.
  * Baseline in the same run: graphology-shortest-path's bidirectional Dijkstra (unconstrained, the
  * class objective as weight, primary only) for the same (class, pair) queries as (b).
  */
@@ -18,6 +23,8 @@ import { bidirectional } from 'graphology-shortest-path/dijkstra';
 import { loadTopology } from '../src/loader';
 import { REFERENCE_TOPOLOGY_PATH } from '../src/reference-topology';
 import { computeRoutes, type SitePair } from '../src/route-compute';
+import { hubAndSpokePairs } from '../src/route-scope';
+import { generateWan } from '../src/topology-generator';
 import { RouteEngine } from '../src/route-engine';
 import type { LinkState, NetworkState, Topology } from '../src/types';
 import { largeState, largeTopology } from './fixture-large';
@@ -90,6 +97,81 @@ function machine(): string {
     load = '?';
   }
   return `${os.availableParallelism()} CPUs (nproc), ${cpu}, Node ${process.version}, load average ${load}`;
+}
+
+const list = (env: string | undefined, fallback: number[]): number[] =>
+  env === undefined || env === '' ? fallback : env.split(',').map(Number);
+
+/** One access link degraded and restored, one core link down and up: incremental update times. */
+function incremental(
+  topology: Topology,
+  pairs: readonly SitePair[],
+): { access: Stats; core: Stats; same: boolean } {
+  const engine = new RouteEngine(topology, { pairs });
+  const used = new Map<string, number>();
+  for (const r of engine.routes)
+    for (const id of r.primary?.links ?? []) used.set(id, (used.get(id) ?? 0) + 1);
+  const isCore = (id: string) => !id.startsWith('edge-');
+  const access = topology.links
+    .filter((l) => isCore(l.b) !== isCore(l.a) && (used.get(l.id) ?? 0) > 0)
+    .slice(0, 10);
+  const core = topology.links
+    .filter((l) => isCore(l.a) && isCore(l.b))
+    .sort((x, y) => (used.get(y.id) ?? 0) - (used.get(x.id) ?? 0))
+    .slice(0, 3);
+  const a: number[] = [];
+  const c: number[] = [];
+  for (const l of access) {
+    a.push(engine.update({ [l.id]: { latencyMs: l.latencyMs + 30, lossPct: 0.8 } }).timings.totalMs);
+    a.push(engine.update({ [l.id]: null }).timings.totalMs);
+  }
+  for (const l of core) {
+    c.push(engine.update({ [l.id]: { up: false } }).timings.totalMs);
+    c.push(engine.update({ [l.id]: null }).timings.totalMs);
+  }
+  const same = JSON.stringify(engine.routes) === JSON.stringify(computeRoutes(topology, { pairs }).routes);
+  return { access: stats(a), core: stats(c), same };
+}
+
+/** (d): the sweep of generated WANs. Returns its table rows and whether every incremental run matched. */
+function sweep(): { lines: string[]; same: boolean } {
+  const seeds = list(process.env['BENCH_SEEDS'], [1, 2, 3, 4, 5]);
+  const tightness = list(process.env['BENCH_TIGHTNESS'], [1, 1.5]);
+  const runs = list(process.env['BENCH_RUNS'], [3])[0]!;
+  const lines = [
+    '| seed | SLA tightness | ok / degraded | median ms | min–max ms | baseline ms | ratio | access link inc. median / max ms | core link inc. median ms |',
+    '|---:|---:|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  const all: { ms: number; ratio: number }[] = [];
+  let same = true;
+  for (const seed of seeds) {
+    let baseMs: number | undefined;
+    for (const t of tightness) {
+      const topo = generateWan({ seed, slaTightness: t });
+      const pairs = hubAndSpokePairs(topo);
+      const st = { ok: 0, degraded: 0, unreachable: 0 };
+      for (const r of computeRoutes(topo, { pairs }).routes) st[r.status]++;
+      const e = measure(() => computeRoutes(topo, { pairs }), runs, 1);
+      // The baseline ignores SLAs: one measurement per seed serves every tightness.
+      if (baseMs === undefined) {
+        const base = baseline(topo, { links: {} }, pairs);
+        baseMs = measure(() => void base(), 2, 0).median;
+      }
+      const inc = incremental(topo, pairs);
+      same &&= inc.same;
+      const ratio = e.median / baseMs;
+      all.push({ ms: e.median, ratio });
+      lines.push(
+        `| ${seed} | ${t} | ${st.ok} / ${st.degraded} | ${ms(e.median)} | ${ms(e.min)}–${ms(e.max)} | ${ms(baseMs)} | ${ratio.toFixed(3)} | ${ms(inc.access.median)} / ${ms(inc.access.max)} | ${ms(inc.core.median)} |`,
+      );
+    }
+  }
+  const byMs = stats(all.map((x) => x.ms));
+  const byRatio = stats(all.map((x) => x.ratio));
+  lines.push(
+    `| **sweep (${all.length})** | | | median **${ms(byMs.median)}**, worst **${ms(byMs.max)}** | | | median **${byRatio.median.toFixed(3)}**, worst **${byRatio.max.toFixed(3)}** | | |`,
+  );
+  return { lines, same };
 }
 
 function main(): void {
@@ -219,6 +301,13 @@ function main(): void {
   console.log('|---|---|---:|---:|---|');
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
   if (!same) process.exitCode = 1;
+  if (process.env['BENCH_SWEEP'] === '0') return;
+  const d = sweep();
+  console.log(
+    `\n(d) generated WANs (targets: <= 200 ms and <= 0.04 x baseline each; access link <= 10 ms); incremental = full: ${d.same}\n`,
+  );
+  for (const l of d.lines) console.log(l);
+  if (!d.same) process.exitCode = 1;
 }
 
 main();

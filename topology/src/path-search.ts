@@ -551,6 +551,65 @@ function prefixBefore(
   return false;
 }
 
+/**
+ * Sites with more arcs than `lazyDegree` create their label children lazily, in key order (see
+ * labelSearch). Only tests change it (0: every site lazy, so that small brute-forced graphs exercise it).
+ */
+export const searchTuning = { lazyDegree: 12 };
+
+/** A site's arcs (adjacency positions) in order of their objective increment `rc` over a tree. */
+interface ArcOrder {
+  readonly order: Int32Array;
+  /** `w1[e] + d1[v] − d1[u]` of each arc, ascending (≥ 0 over the tree's own links). */
+  readonly rc: Float64Array;
+}
+
+/** Per tree: the arc orders of the sites expanded so far, for one graph and weight (else rebuilt). */
+const arcOrders = new WeakMap<
+  Tree,
+  { readonly g: RouteGraph; readonly w1: Float64Array; readonly byNode: (ArcOrder | undefined)[] }
+>();
+
+/**
+ * The arcs of site `u` that can lead to the tree's root, sorted by how much they add to the
+ * objective lower bound `o1 + d1`: a label's children in the order a best-first search needs them.
+ */
+function arcOrder(g: RouteGraph, tree: Tree, w1: Float64Array, u: number): ArcOrder {
+  let all = arcOrders.get(tree);
+  if (all === undefined || all.g !== g || all.w1 !== w1) {
+    all = { g, w1, byNode: [] };
+    arcOrders.set(tree, all);
+  }
+  let o = all.byNode[u];
+  if (o !== undefined) return o;
+  const d1 = tree.d1;
+  const start = g.adjStart[u]!;
+  const end = g.adjStart[u + 1]!;
+  const ks: number[] = [];
+  let packable = end - start < 1024;
+  for (let k = start; k < end; k++) {
+    const v = g.adjNbr[k]!;
+    if (d1[v] === Infinity) continue;
+    const r = w1[g.adjLink[k]!]! + d1[v]! - d1[u]!;
+    // Integer increments (objective weights are integer units) pack with the arc into one number.
+    if (!(Number.isInteger(r) && r >= 0 && r < 2 ** 40)) packable = false;
+    ks.push(k);
+  }
+  const rcOf = (k: number): number => w1[g.adjLink[k]!]! + d1[g.adjNbr[k]!]! - d1[u]!;
+  let sorted: number[];
+  if (packable) {
+    const keys = new Float64Array(ks.length);
+    for (let i = 0; i < ks.length; i++) keys[i] = rcOf(ks[i]!) * 1024 + (ks[i]! - start);
+    keys.sort();
+    sorted = Array.from(keys, (x) => start + (x % 1024));
+  } else {
+    sorted = ks.sort((a, b) => rcOf(a) - rcOf(b) || a - b);
+  }
+  o = { order: Int32Array.from(sorted), rc: Float64Array.from(sorted, rcOf) };
+  all.byNode[u] = o;
+  return o;
+}
+
 /** Lower bounds (trees rooted at the destination) of latency, jitter and −ln(1−loss). */
 export interface SlaBounds {
   readonly lat: Float64Array;
@@ -650,6 +709,14 @@ interface Label {
   readonly f1: number;
   readonly f2: number;
   readonly f3: number;
+  /**
+   * Heap key: (f1, f2, f3) when created; for a hub whose children are created in groups, a lower
+   * bound of the children not created yet (position `cursor` of its {@link arcOrder}).
+   */
+  cursor: number;
+  k1: number;
+  k2: number;
+  k3: number;
 }
 
 /** Lexicographic order of two label prefixes of the same length: sites, then links. */
@@ -704,7 +771,7 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
     (lossWithin(lossPct, sla.maxLossPct) ? 0 : lossPct - sla.maxLossPct) / perLoss +
     ex;
   const cmpF = (a: Label, b: Label): number =>
-    a.fPen - b.fPen || a.fViol - b.fViol || lex3(a.f1, a.f2, a.f3, b.f1, b.f2, b.f3);
+    a.fPen - b.fPen || a.fViol - b.fViol || lex3(a.k1, a.k2, a.k3, b.k1, b.k2, b.k3);
 
   const heap: Label[] = [];
   const push = (l: Label): void => {
@@ -739,7 +806,21 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
   // Labels kept per site; most searches touch a few sites, so the lists are created on first use.
   const atNode: (Label[] | undefined)[] = new Array<Label[] | undefined>(g.n);
   const init = q.init ?? { pen: 0, o1: 0, o2: 0, o3: 0, lat: 0, jit: 0, keep: 1, lossLog: 0, ex: 0 };
-  const root: Label = { node: src, pred: null, link: -1, ...init, fPen: 0, fViol: 0, f1: 0, f2: 0, f3: 0 };
+  const root: Label = {
+    node: src,
+    pred: null,
+    link: -1,
+    ...init,
+    fPen: 0,
+    fViol: 0,
+    f1: 0,
+    f2: 0,
+    f3: 0,
+    cursor: 0,
+    k1: 0,
+    k2: 0,
+    k3: 0,
+  };
   push(root);
   let best: Label | null = null;
   let bestViol = 0;
@@ -761,9 +842,96 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
     return lex3(f1, f2, f3, c1, c2, c3) > 0;
   };
 
+  /** Creates the child of `l` over adjacency position `k`, unless pruned or dominated. */
+  const child = (l: Label, k: number): 'budget' | undefined => {
+    const e = g.adjLink[k]!;
+    if (allowed[e] === 0) return;
+    if (l.pred === null && e === firstLinkNot) return;
+    const v = g.adjNbr[k]!;
+    if (d1[v] === Infinity || v === src || (blocked !== undefined && blocked[v] === 1)) return;
+    const lat = l.lat + g.lat[e]!;
+    const jit = l.jit + g.jit[e]!;
+    const lossLog = l.lossLog + g.lossLog[e]!;
+    const latLb = lat + hLat[v]!;
+    const jitLb = jit + hJit[v]!;
+    const lossLogLb = lossLog + hLoss[v]!;
+    const ex = l.ex + utilEx[e]!;
+    let fViol = 0;
+    if (feasibleOnly) {
+      if (latLb > maxLat || jitLb > maxJit || lossLogLb > maxLossLog) return;
+    } else {
+      const lossLb = Math.max(0, -100 * Math.expm1(-lossLogLb) * (1 - 1e-12) - 1e-12);
+      fViol = violationUnits(violation(latLb, jitLb, lossLb, ex));
+    }
+    const pen = l.pen + (penalty === undefined ? 0 : penalty[e]!);
+    const o1 = l.o1 + w1[e]!;
+    const o2 = l.o2 + w2[e]!;
+    const o3 = l.o3 + w3[e]!;
+    // Most candidates fail the cutoff: test it before allocating the label.
+    if (worse(pen + penaltyBound[v]!, fViol, o1 + d1[v]!, o2 + d2[v]!, o3 + d3[v]!)) return;
+    const next: Label = {
+      node: v,
+      pred: l,
+      link: e,
+      pen,
+      o1,
+      o2,
+      o3,
+      lat,
+      jit,
+      lossLog,
+      keep: l.keep * (1 - g.lossPct[e]! / 100),
+      ex,
+      fPen: pen + penaltyBound[v]!,
+      fViol,
+      f1: o1 + d1[v]!,
+      f2: o2 + d2[v]!,
+      f3: o3 + d3[v]!,
+      cursor: 0,
+      k1: o1 + d1[v]!,
+      k2: o2 + d2[v]!,
+      k3: o3 + d3[v]!,
+    };
+    if (inPrefix(l, v)) return;
+    let dominated = false;
+    for (const other of atNode[v] ?? []) {
+      if (
+        other.pen <= pen &&
+        other.lat <= lat &&
+        other.jit <= jit &&
+        other.keep >= next.keep &&
+        other.ex <= ex
+      ) {
+        const c = lex3(other.o1, other.o2, other.o3, o1, o2, o3);
+        if (c < 0 || (c === 0 && labelPrefixCmp(g, other, next) <= 0)) {
+          dominated = true;
+          break;
+        }
+      }
+    }
+    if (dominated) return;
+    if (++labels > maxLabels) return 'budget';
+    (atNode[v] ??= []).push(next);
+    push(next);
+    if (v === dst) {
+      // A complete path: its exact key bounds the answer's now, not only once it is popped.
+      const lossPct = 100 * (1 - next.keep);
+      if (feasibleOnly && (lat > maxLat || jit > maxJit || !lossWithin(lossPct, sla.maxLossPct))) return;
+      const viol = feasibleOnly ? 0 : violationUnits(violation(lat, jit, lossPct, ex));
+      if (!worse(pen, viol, o1, o2, o3)) {
+        cPen = pen;
+        cViol = viol;
+        c1 = o1;
+        c2 = o2;
+        c3 = o3;
+      }
+    }
+    return undefined;
+  };
+
   while (heap.length > 0) {
     const l = pop();
-    if (worse(l.fPen, l.fViol, l.f1, l.f2, l.f3)) break;
+    if (worse(l.fPen, l.fViol, l.k1, l.k2, l.k3)) break;
     if (l.node === dst) {
       const lossPct = 100 * (1 - l.keep);
       if (feasibleOnly && (l.lat > maxLat || l.jit > maxJit || !lossWithin(lossPct, sla.maxLossPct)))
@@ -787,72 +955,24 @@ export function labelSearch(g: RouteGraph, q: LabelQuery): LabelResult | null | 
       continue;
     }
     const u = l.node;
-    for (let k = g.adjStart[u]!, end = g.adjStart[u + 1]!; k < end; k++) {
-      const e = g.adjLink[k]!;
-      if (allowed[e] === 0) continue;
-      if (l.pred === null && e === firstLinkNot) continue;
-      const v = g.adjNbr[k]!;
-      if (d1[v] === Infinity || v === src || (blocked !== undefined && blocked[v] === 1)) continue;
-      const lat = l.lat + g.lat[e]!;
-      const jit = l.jit + g.jit[e]!;
-      const lossLog = l.lossLog + g.lossLog[e]!;
-      const latLb = lat + hLat[v]!;
-      const jitLb = jit + hJit[v]!;
-      const lossLogLb = lossLog + hLoss[v]!;
-      const ex = l.ex + utilEx[e]!;
-      let fViol = 0;
-      if (feasibleOnly) {
-        if (latLb > maxLat || jitLb > maxJit || lossLogLb > maxLossLog) continue;
-      } else {
-        const lossLb = Math.max(0, -100 * Math.expm1(-lossLogLb) * (1 - 1e-12) - 1e-12);
-        fViol = violationUnits(violation(latLb, jitLb, lossLb, ex));
-      }
-      const pen = l.pen + (penalty === undefined ? 0 : penalty[e]!);
-      const o1 = l.o1 + w1[e]!;
-      const o2 = l.o2 + w2[e]!;
-      const o3 = l.o3 + w3[e]!;
-      // Most candidates fail the cutoff: test it before allocating the label.
-      if (worse(pen + penaltyBound[v]!, fViol, o1 + d1[v]!, o2 + d2[v]!, o3 + d3[v]!)) continue;
-      const next: Label = {
-        node: v,
-        pred: l,
-        link: e,
-        pen,
-        o1,
-        o2,
-        o3,
-        lat,
-        jit,
-        lossLog,
-        keep: l.keep * (1 - g.lossPct[e]! / 100),
-        ex,
-        fPen: pen + penaltyBound[v]!,
-        fViol,
-        f1: o1 + d1[v]!,
-        f2: o2 + d2[v]!,
-        f3: o3 + d3[v]!,
-      };
-      if (inPrefix(l, v)) continue;
-      let dominated = false;
-      for (const other of atNode[v] ?? []) {
-        if (
-          other.pen <= pen &&
-          other.lat <= lat &&
-          other.jit <= jit &&
-          other.keep >= next.keep &&
-          other.ex <= ex
-        ) {
-          const c = lex3(other.o1, other.o2, other.o3, o1, o2, o3);
-          if (c < 0 || (c === 0 && labelPrefixCmp(g, other, next) <= 0)) {
-            dominated = true;
-            break;
-          }
-        }
-      }
-      if (dominated) continue;
-      if (++labels > maxLabels) return 'budget';
-      (atNode[v] ??= []).push(next);
-      push(next);
+    const start = g.adjStart[u]!;
+    const end = g.adjStart[u + 1]!;
+    if (end - start <= searchTuning.lazyDegree) {
+      for (let k = start; k < end; k++) if (child(l, k) === 'budget') return 'budget';
+      continue;
+    }
+    // A hub: its children in order of their key, one group of equal objective increments per pop,
+    // the label going back on the heap keyed by the next group (a lower bound of its children).
+    const { order, rc } = arcOrder(g, q.bound, w1, u);
+    let i = l.cursor;
+    const group = rc[i]!;
+    for (; i < order.length && rc[i] === group; i++) if (child(l, order[i]!) === 'budget') return 'budget';
+    if (i < order.length) {
+      l.cursor = i;
+      l.k1 = l.o1 + d1[u]! + rc[i]!;
+      l.k2 = -Infinity;
+      l.k3 = -Infinity;
+      push(l);
     }
   }
   if (best === null) return null;

@@ -144,10 +144,20 @@ export function computeRoutes(topology: Topology, options: ComputeRoutesOptions 
 }
 
 /**
- * Class indices in the order to compute them: larger `maxUtilPct` (more usable links) first, so that
- * a class with a smaller usable set finds the answers of its supersets cached (the result does not
- * depend on the order).
+ * Class indices in the order to compute them: larger `maxUtilPct` (more usable links) first, then
+ * looser SLAs, so that a class with a smaller usable set or a tighter SLA finds the answers of the
+ * classes it can reuse cached (the result does not depend on the order).
  */
 export function computeOrder(classes: readonly TrafficClass[]): number[] {
-  return classes.map((_, i) => i).sort((a, b) => classes[b]!.maxUtilPct - classes[a]!.maxUtilPct || a - b);
+  const sla = (i: number) => classes[i]!.sla;
+  return classes
+    .map((_, i) => i)
+    .sort(
+      (a, b) =>
+        classes[b]!.maxUtilPct - classes[a]!.maxUtilPct ||
+        sla(b).maxLossPct - sla(a).maxLossPct ||
+        sla(b).maxLatencyMs - sla(a).maxLatencyMs ||
+        sla(b).maxJitterMs - sla(a).maxJitterMs ||
+        a - b,
+    );
 }

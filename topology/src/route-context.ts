@@ -30,7 +30,7 @@ import {
   type SlaBounds,
 } from './path-search';
 import { RouteGraph, repairTree, shortestTree, viaNotWorse, type Tree, type Weights } from './route-graph';
-import type { NetworkState, Objective, Path, RouteStatus, Topology, TrafficClass } from './types';
+import type { NetworkState, Objective, Path, RouteStatus, Sla, Topology, TrafficClass } from './types';
 
 /** A route as link-index lists (internal form). */
 export interface RawRoute {
@@ -71,6 +71,13 @@ export class RouteContext {
     { set: UsableSet; primary: readonly number[]; backup: readonly number[] | null }[]
   >();
   readonly #utilExcess = new Map<string, Float64Array>();
+  /** Constrained best paths per (objective, src, dst), by the set and SLA they were found for. */
+  readonly #constrained = new Map<number, { set: UsableSet; sla: Sla; path: number[] | null }[]>();
+  /** Feasible backups per (objective, src, dst), by primary, set and SLA. */
+  readonly #backups = new Map<
+    number,
+    { set: UsableSet; sla: Sla; primaryKey: string; backup: readonly number[] | null }[]
+  >();
 
   constructor(topology: Topology, state?: NetworkState) {
     this.topology = topology;
@@ -528,15 +535,7 @@ export class RouteContext {
         const b = this.#disjointBest(set, cls.objective, src, dst, cand);
         return { status: 'ok', primary: cand, backup: this.#feasibleBackup(cls, src, dst, cand, b) };
       }
-      const primary = this.#search({
-        src,
-        dst,
-        allowed: set.allowed,
-        weights: w,
-        ...this.#searchBounds(set, cls.objective, dst),
-        sla: cls.sla,
-        mode: 'feasible',
-      });
+      const primary = this.#constrainedBest(cls, set, src, dst);
       if (primary !== null) {
         const b = aStar(g, src, dst, set.allowed, primary, w, this.tree(set, cls.objective, dst));
         return { status: 'ok', primary, backup: this.#feasibleBackup(cls, src, dst, primary, b) };
@@ -587,6 +586,39 @@ export class RouteContext {
     return [k1, links.length, k3];
   }
 
+  /**
+   * The best feasible path when the unconstrained best breaks the SLA. A class whose links are a
+   * subset of another's and whose SLA is at least as tight (every bound) takes that class's answer
+   * when it lies within its links and meets its SLA: its own feasible paths are a subset of the
+   * other's, so nothing it may use ranks first. When the other has no feasible path, neither has it.
+   * (voice, video and api share most answers: the loss bound binds them alike.)
+   */
+  #constrainedBest(cls: TrafficClass, set: UsableSet, src: number, dst: number): number[] | null {
+    const n = this.graph.n;
+    const key = (KIND_INDEX[cls.objective] * n + src) * n + dst;
+    let list = this.#constrained.get(key);
+    if (list === undefined) {
+      list = [];
+      this.#constrained.set(key, list);
+    }
+    for (const c of list) {
+      if (!looserOrEqual(c.sla, cls.sla) || (c.set !== set && !this.#contains(c.set, set))) continue;
+      if (c.path === null) return null;
+      if (c.path.every((e) => set.allowed[e] === 1) && this.meetsSla(c.path, cls)) return c.path;
+    }
+    const path = this.#search({
+      src,
+      dst,
+      allowed: set.allowed,
+      weights: this.weights(cls.objective),
+      ...this.#searchBounds(set, cls.objective, dst),
+      sla: cls.sla,
+      mode: 'feasible',
+    });
+    list.push({ set, sla: cls.sla, path });
+    return path;
+  }
+
   /** The backup rule for a feasible primary, by search (also used for primaries held by hysteresis). */
   feasibleBackup(
     cls: TrafficClass,
@@ -594,6 +626,39 @@ export class RouteContext {
     dst: number,
     primary: readonly number[],
     noDisjointPath = false,
+  ): readonly number[] | null {
+    // Another class's backup for the same primary, over a superset of links with a looser SLA, is
+    // this class's when it lies within its links and meets its SLA: under every backup rule (best
+    // disjoint, fewest shared, none) the candidates here are a subset of the other class's. When the
+    // other's backup shares links, no feasible disjoint path exists for it, nor here.
+    const n = this.graph.n;
+    const key = (KIND_INDEX[cls.objective] * n + src) * n + dst;
+    const set = this.usable(cls);
+    const primaryKey = primary.join(',');
+    let list = this.#backups.get(key);
+    if (list === undefined) {
+      list = [];
+      this.#backups.set(key, list);
+    }
+    let noDisjoint = noDisjointPath;
+    for (const c of list) {
+      if (c.primaryKey !== primaryKey || !looserOrEqual(c.sla, cls.sla)) continue;
+      if (c.set !== set && !this.#contains(c.set, set)) continue;
+      if (c.backup === null) return null;
+      if (c.backup.every((e) => set.allowed[e] === 1) && this.meetsSla(c.backup, cls)) return c.backup;
+      if (c.backup.some((e) => primary.includes(e))) noDisjoint = true;
+    }
+    const backup = this.#feasibleBackupSearch(cls, src, dst, primary, noDisjoint);
+    list.push({ set, sla: cls.sla, primaryKey, backup });
+    return backup;
+  }
+
+  #feasibleBackupSearch(
+    cls: TrafficClass,
+    src: number,
+    dst: number,
+    primary: readonly number[],
+    noDisjointPath: boolean,
   ): readonly number[] | null {
     const g = this.graph;
     const set = this.usable(cls);
@@ -738,4 +803,9 @@ export class RouteContext {
 function mayUse(t: Tree, a: number, b: number, w: Weights, e: number): boolean {
   if (t.d1[a] === Infinity && t.d1[b] === Infinity) return false;
   return viaNotWorse(t, b, a, w, e) || viaNotWorse(t, a, b, w, e);
+}
+
+/** True when every bound of `a` is at least that of `b`: every path meeting `b` meets `a`. */
+function looserOrEqual(a: Sla, b: Sla): boolean {
+  return a.maxLatencyMs >= b.maxLatencyMs && a.maxJitterMs >= b.maxJitterMs && a.maxLossPct >= b.maxLossPct;
 }

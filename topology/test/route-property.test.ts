@@ -1,8 +1,9 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { searchTuning } from '../src/path-search';
 import { computeRoutes } from '../src/route-compute';
-import type { Path, Route } from '../src/types';
+import type { Path, Route, Topology } from '../src/types';
 import { allSimplePaths, expectedRoute, type BrutePath } from './brute-force';
-import { prng, randomState, randomTopology } from './fixtures-random';
+import { pick, prng, randomState, randomTopology } from './fixtures-random';
 
 const CASES = 300;
 
@@ -24,14 +25,60 @@ function pathDiff(got: Path | null, want: BrutePath | null): string {
 }
 
 t.test('primary, status and backup equal a brute-force enumeration of all simple paths', (t) => {
+  checkAgainstOracle(t, CASES);
+  t.end();
+});
+
+t.test('the same with every site creating its label children lazily (hubs only, normally)', (t) => {
+  const saved = searchTuning.lazyDegree;
+  searchTuning.lazyDegree = 0;
+  t.teardown(() => {
+    searchTuning.lazyDegree = saved;
+  });
+  checkAgainstOracle(t, CASES);
+  t.end();
+});
+
+t.test(
+  'the same with classes that share an objective under nested SLAs and link sets (reused answers)',
+  (t) => {
+    checkAgainstOracle(t, 150, (rnd, topology) => ({
+      ...topology,
+      classes: [
+        ...topology.classes,
+        ...topology.classes.map((c, i) => {
+          const f = pick(rnd, [0.5, 0.8, 1]);
+          return {
+            ...c,
+            id: `${c.id}-tight`,
+            priority: 10 + i,
+            maxUtilPct: pick(rnd, [c.maxUtilPct, Math.min(c.maxUtilPct, 80), 50]),
+            sla: {
+              maxLatencyMs: c.sla.maxLatencyMs * f,
+              maxJitterMs: c.sla.maxJitterMs * pick(rnd, [f, 1]),
+              maxLossPct: c.sla.maxLossPct * pick(rnd, [f, 1]),
+            },
+          };
+        }),
+      ],
+    }));
+    t.end();
+  },
+);
+
+function checkAgainstOracle(
+  t: Test,
+  cases: number,
+  vary: (rnd: () => number, topology: Topology) => Topology = (_, topology) => topology,
+): void {
   let checked = 0;
   const statuses = { ok: 0, degraded: 0, unreachable: 0 };
   let sharedBackups = 0;
   let mismatches = 0;
   const failures: string[] = [];
-  for (let c = 0; c < CASES; c++) {
+  for (let c = 0; c < cases; c++) {
     const rnd = prng(1000 + c);
-    const topology = randomTopology(rnd);
+    const topology = vary(rnd, randomTopology(rnd));
     const state = c % 5 === 0 ? undefined : randomState(rnd, topology);
     const { routes } = computeRoutes(topology, { state });
     const byKey = new Map<string, Route>(routes.map((r) => [`${r.class}|${r.src}|${r.dst}`, r]));
@@ -68,5 +115,4 @@ t.test('primary, status and backup equal a brute-force enumeration of all simple
   t.comment(`routes checked ${checked}: ${JSON.stringify(statuses)}, backups sharing links ${sharedBackups}`);
   t.ok(statuses.ok > 0 && statuses.degraded > 0 && statuses.unreachable > 0, 'every status was exercised');
   t.ok(sharedBackups > 0, 'the fewest-shared backup rule was exercised');
-  t.end();
-});
+}
