@@ -191,7 +191,7 @@ t.test('pushes that a newer one overtook while they waited are never applied', a
         seen.push(Number(push.version));
         if (seen.length === 1) await gate; // the device is busy with v1 while v2 and v3 arrive
         applied = { version: Number(push.version), hash: push.hash };
-        return { ok: true, appliedVersion: Number(push.version) };
+        return { ok: true, errorCode: '', errorMessage: '', appliedVersion: Number(push.version) };
       },
     },
   });
