@@ -48,6 +48,8 @@ export const TOPOLOGY_ERROR_CODES = [
   'TOPO_ERR_TOO_LARGE',
   /** The file cannot be read (missing, a directory, no permission). */
   'TOPO_ERR_UNREADABLE',
+  /** `routing` asks for something the sites cannot give (a hub-and-spoke scope without hubs). */
+  'TOPO_ERR_ROUTING_SCOPE',
 ] as const;
 
 export type TopologyErrorCode = (typeof TOPOLOGY_ERROR_CODES)[number];

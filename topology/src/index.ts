@@ -53,7 +53,7 @@ export {
   type WanOptions,
   type WanStateOptions,
 } from './topology-generator';
-export { fullMeshPairs, hubAndSpokePairs } from './route-scope';
+export { fullMeshPairs, hubAndSpokePairs, routingPairs } from './route-scope';
 export {
   TopologyFileSchema,
   SiteSchema,
@@ -64,6 +64,7 @@ export {
   DeviceSchema,
   SnmpSchema,
   NetworkStateSchema,
+  RoutingSchema,
   LinkStateSchema,
 } from './topology-schema';
 export { MAX_INPUT_BYTES, MAX_ALIAS_COUNT, MAX_NESTING } from './yaml-source';

@@ -14,6 +14,7 @@ import {
   DeviceInterfaceSchema,
   DeviceSchema,
   LinkSchema,
+  RoutingSchema,
   SiteSchema,
   SlaSchema,
   SnmpSchema,
@@ -21,6 +22,8 @@ import {
 } from './topology-schema';
 import type {
   ClassMatch,
+  Routing,
+  RoutingScope,
   Device,
   Link,
   Objective,
@@ -205,6 +208,38 @@ function crossCheck(src: LocatedValue, root: Obj): TopologyProblem[] {
       }
     }
   }
+  if (isObj(root.routing)) {
+    const routing = root.routing;
+    const hubs = Array.isArray(routing.hubs) ? routing.hubs : undefined;
+    hubs?.forEach((h, k) => {
+      if (typeof h === 'string' && h !== '' && !siteIds.has(h)) unknownSite(['routing', 'hubs', k], h);
+    });
+    if (routing.scope === 'full-mesh' && hubs !== undefined) {
+      add(
+        'TOPO_ERR_ROUTING_SCOPE',
+        ['routing', 'hubs'],
+        'hubs',
+        "scope 'hub-and-spoke', or no hubs",
+        "hubs only apply to scope 'hub-and-spoke' (scope is 'full-mesh')",
+      );
+    }
+    const coreSites = items(root.sites).filter(([, s]) => s.kind === 'dc' || s.kind === 'cloud').length;
+    if (
+      routing.scope === 'hub-and-spoke' &&
+      sitesValid &&
+      (hubs === undefined ? coreSites === 0 : hubs.length === 0)
+    ) {
+      add(
+        'TOPO_ERR_ROUTING_SCOPE',
+        hubs === undefined ? ['routing', 'scope'] : ['routing', 'hubs'],
+        hubs === undefined ? "'hub-and-spoke' without hubs and no dc or cloud site" : '[]',
+        'at least one hub (a hubs list, or dc / cloud sites)',
+        hubs === undefined
+          ? "scope 'hub-and-spoke' needs hubs: no site is a dc or cloud, and routing.hubs is absent"
+          : 'routing.hubs is empty',
+      );
+    }
+  }
   return problems;
 }
 
@@ -240,6 +275,7 @@ function keyWarnings(src: LocatedValue, root: Obj): TopologyProblem[] {
     if (isObj(c.sla)) check(c.sla, ['classes', i, 'sla'], SlaSchema);
     if (isObj(c.match)) check(c.match, ['classes', i, 'match'], ClassMatchSchema);
   }
+  if (isObj(root.routing)) check(root.routing, ['routing'], RoutingSchema);
   for (const [i, d] of items(root.devices)) {
     check(d, ['devices', i], DeviceSchema);
     if (isObj(d.snmp)) check(d.snmp, ['devices', i, 'snmp'], SnmpSchema);
@@ -311,7 +347,12 @@ function build(root: Obj, source: string): Topology {
     }
     return dev;
   });
-  return { version: 1, source, sites, links, classes, devices };
+  if (!isObj(root.routing)) return { version: 1, source, sites, links, classes, devices };
+  const r = root.routing;
+  const routing: Routing = Array.isArray(r.hubs)
+    ? { scope: r.scope as RoutingScope, hubs: [...new Set(r.hubs as string[])] }
+    : { scope: r.scope as RoutingScope };
+  return { version: 1, source, sites, links, classes, devices, routing };
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { RouteError } from './errors';
 import { RouteContext, type RawRoute } from './route-context';
-import type { SitePair } from './route-scope';
+import { routingPairs, type SitePair } from './route-scope';
 import type { NetworkState, Route, Topology, TrafficClass } from './types';
 
 export type { SitePair };
@@ -14,7 +14,10 @@ export interface ComputeRoutesOptions {
   readonly state?: NetworkState;
   /** Class ids to route (default: all); routes come in topology class order whatever this order. */
   readonly classes?: readonly string[];
-  /** Pairs to route, in this order (default: every ordered pair of distinct sites, topology order). */
+  /**
+   * Pairs to route, in this order (default: the pairs of the topology's `routing` scope, see
+   * `routingPairs`; without one every ordered pair of distinct sites, topology order).
+   */
   readonly pairs?: readonly SitePair[];
 }
 
@@ -75,6 +78,8 @@ export function resolveRequest(topology: Topology, options: ComputeRoutesOptions
       }
       return { src, dst };
     });
+  } else if (topology.routing !== undefined && topology.routing.scope !== 'full-mesh') {
+    pairs = routingPairs(topology).map((p) => ({ src: index.get(p.src)!, dst: index.get(p.dst)! }));
   } else {
     pairs = [];
     const n = topology.sites.length;

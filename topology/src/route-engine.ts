@@ -41,7 +41,7 @@ export interface RouteEngineOptions {
   readonly state?: NetworkState;
   /** Class ids to maintain (default all). */
   readonly classes?: readonly string[];
-  /** Pairs to maintain (default every ordered pair of distinct sites). */
+  /** Pairs to maintain (default: the topology's `routing` scope, see `routingPairs`; else every ordered pair). */
   readonly pairs?: readonly SitePair[];
   /**
    * Hysteresis margins (missing fields take the defaults of `DEFAULT_MARGINS`), or `false` (the

@@ -39,3 +39,23 @@ export function fullMeshPairs(topology: Topology): SitePair[] {
   for (const a of ids) for (const b of ids) if (a !== b) pairs.push({ src: a, dst: b });
   return pairs;
 }
+
+/**
+ * The pairs the topology's `routing` scope needs: {@link hubAndSpokePairs} (with its `hubs`) for
+ * `hub-and-spoke`, else {@link fullMeshPairs}. What `computeRoutes` and `RouteEngine` route when not
+ * given pairs.
+ */
+export function routingPairs(topology: Topology): SitePair[] {
+  const routing = topology.routing;
+  if (routing === undefined) return fullMeshPairs(topology);
+  switch (routing.scope) {
+    case 'full-mesh':
+      return fullMeshPairs(topology);
+    case 'hub-and-spoke':
+      return hubAndSpokePairs(topology, routing.hubs);
+    default: {
+      const never: never = routing.scope;
+      throw new Error(`unknown routing scope ${String(never)}`);
+    }
+  }
+}

@@ -5,7 +5,7 @@
  * `loader.ts`. `errorCode` on a schema overrides the problem code derived from the error kind.
  */
 import { Type, type TSchema } from '@sinclair/typebox';
-import { OBJECTIVES, SITE_KINDS, TRANSPORTS } from './types';
+import { OBJECTIVES, ROUTING_SCOPES, SITE_KINDS, TRANSPORTS } from './types';
 
 function oneOf(values: readonly string[], description: string): TSchema {
   return Type.Union(
@@ -91,6 +91,16 @@ export const DeviceSchema = Type.Object({
   interfaces: Type.Optional(Type.Array(DeviceInterfaceSchema)),
 });
 
+/**
+ * `routing`: which (src, dst) pairs need routes. `full-mesh` (the default): every ordered pair of
+ * distinct sites. `hub-and-spoke`: between hubs both ways and between each other site and every hub
+ * both ways, never spoke to spoke; `hubs` lists them (default: every `dc` and `cloud` site).
+ */
+export const RoutingSchema = Type.Object({
+  scope: oneOf(ROUTING_SCOPES, 'routing scope'),
+  hubs: Type.Optional(Type.Array(Id('site id'), { description: 'hub site ids' })),
+});
+
 /** A topology file, version 1. Unknown keys are allowed everywhere (forward compatibility). */
 export const TopologyFileSchema = Type.Object({
   version: Type.Literal(1, { errorCode: 'TOPO_ERR_VERSION', description: 'format version' }),
@@ -102,6 +112,7 @@ export const TopologyFileSchema = Type.Object({
     description: 'traffic classes',
   }),
   devices: Type.Optional(Type.Array(DeviceSchema, { description: 'devices' })),
+  routing: Type.Optional(RoutingSchema),
 });
 
 /** One link's measured state; any subset of the fields. */

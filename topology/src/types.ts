@@ -85,6 +85,16 @@ export interface Device {
   readonly interfaces: readonly DeviceInterface[];
 }
 
+/** Which pairs need routes (see `RoutingSchema`). */
+export type RoutingScope = 'full-mesh' | 'hub-and-spoke';
+export const ROUTING_SCOPES: readonly RoutingScope[] = ['full-mesh', 'hub-and-spoke'];
+
+export interface Routing {
+  readonly scope: RoutingScope;
+  /** `hub-and-spoke` only: the hub site ids (absent: every `dc` and `cloud` site). */
+  readonly hubs?: readonly string[];
+}
+
 export interface Topology {
   readonly version: 1;
   /** The file it came from, or `<inline>`. Used in messages. */
@@ -93,6 +103,8 @@ export interface Topology {
   readonly links: readonly Link[];
   readonly classes: readonly TrafficClass[];
   readonly devices: readonly Device[];
+  /** Which pairs need routes; absent: every ordered pair (`full-mesh`). */
+  readonly routing?: Routing;
 }
 
 /** Measured state of one link; any subset overrides the topology's nominal values. */
