@@ -34,7 +34,7 @@ interface SiteCount {
 }
 
 function objectsOf(p: CompiledSitePolicy): number {
-  const k = renderKernel(p as SitePolicy);
+  const k = renderKernel(p);
   const nftLines = renderNft(p as SitePolicy)
     .split('\n')
     .filter((l) => l.includes('meta mark set')).length;
@@ -72,10 +72,10 @@ async function applyTimes(p: CompiledSitePolicy): Promise<{ coldMs: number; agai
     scratch(p, ns);
     const d = new LinuxPolicyDriver({ netns: ns });
     const t0 = performance.now();
-    const r1 = await d.apply(p as SitePolicy);
+    const r1 = await d.apply(p);
     const t1 = performance.now();
     const fresh = new LinuxPolicyDriver({ netns: ns });
-    const r2 = await fresh.apply(p as SitePolicy);
+    const r2 = await fresh.apply(p);
     const t2 = performance.now();
     await d.close();
     await fresh.close();
