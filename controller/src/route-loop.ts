@@ -38,6 +38,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import {
   DEFAULT_MARGINS,
+  routingPairs,
   RouteEngine,
   type HysteresisMarginsInput,
   type LinkState,
@@ -221,8 +222,9 @@ export class RouteLoop extends EventEmitter<RouteLoopEvents> {
     this.#historySize = opts.cycleHistory ?? 100;
     this.#retryMs = opts.retryMs ?? 1000;
     this.#forwarding = opts.forwarding ?? 'auto';
-    const count =
-      opts.topology.classes.length * opts.topology.sites.length * (opts.topology.sites.length - 1);
+    // The pairs the topology's routing scope asks for (every ordered pair without one): a
+    // hub-and-spoke WAN of 300 sites needs 3,558 pairs, not 89,700.
+    const count = opts.topology.classes.length * routingPairs(opts.topology).length;
     const max = opts.maxRoutes ?? 200_000;
     if (count > max) {
       this.#engine = undefined;

@@ -272,3 +272,24 @@ t.test('a topology over routeLoop.maxRoutes: the loop is off and says so', async
   t.equal(r.json.error.code, 'CTRL_ERR_ROUTES_DISABLED');
   t.equal((await api(c, 'GET', '/policies')).json.distributing, false);
 });
+
+t.test("maxRoutes counts the routes the topology's routing scope asks for", async (t) => {
+  const topology = smallTopology();
+  const perPair = topology.classes.length;
+  // Full mesh: 3 sites × 2 = 6 pairs; hub-and-spoke around bj1: bj1<->sh1, bj1<->sh2 = 4 pairs.
+  const maxRoutes = 5 * perPair;
+  const full = await startController({ topology, routeLoop: { maxRoutes } });
+  t.teardown(() => full.stop());
+  t.equal(full.routeLoop.enabled, false, `full mesh: ${6 * perPair} routes are over ${maxRoutes}`);
+  const scoped = await startController({
+    topology: { ...topology, routing: { scope: 'hub-and-spoke', hubs: ['bj1'] } },
+    routeLoop: { maxRoutes },
+  });
+  t.teardown(() => scoped.stop());
+  t.equal(scoped.routeLoop.enabled, true, `hub-and-spoke: ${4 * perPair} routes`);
+  t.same(
+    [...new Set(scoped.routes.map((r) => `${r.src}>${r.dst}`))].sort(),
+    ['bj1>sh1', 'bj1>sh2', 'sh1>bj1', 'sh2>bj1'],
+    'no spoke-to-spoke routes',
+  );
+});
