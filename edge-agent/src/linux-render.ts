@@ -164,10 +164,10 @@ export function renderKernel(policy: SitePolicy): { rules: RuleSpec[]; routes: R
       }
     }
   }
-  for (const i of transitInterfaces(policy)) {
-    const iface = policy.interfaces[i];
-    const nh = (policy.transit ?? []).find((t) => t.outIf === iface?.ifName)?.nextHop4;
-    if (iface === undefined || nh === undefined) continue;
+  const nextHops = transitNextHops(policy);
+  for (const [i, iface] of policy.interfaces.entries()) {
+    const nh = nextHops.get(iface.ifName);
+    if (nh === undefined) continue;
     routes.push({
       family: 4,
       table: String(TRANSIT_TABLE_BASE + i),
@@ -338,8 +338,12 @@ function classConditions(m: SitePolicy['classes'][number]['match']): string[] {
   return conds;
 }
 
-/** Indexes (in `interfaces`) of the outgoing interfaces of the policy's transit entries. */
-function transitInterfaces(policy: SitePolicy): number[] {
-  const used = new Set((policy.transit ?? []).map((t) => t.outIf));
-  return policy.interfaces.flatMap((i, n) => (used.has(i.ifName) ? [n] : []));
+/**
+ * The next hop of each outgoing interface the policy's transit entries use (one pass: a core carries
+ * thousands of entries, and a search per interface made the render quadratic).
+ */
+function transitNextHops(policy: SitePolicy): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const t of policy.transit ?? []) if (!out.has(t.outIf)) out.set(t.outIf, t.nextHop4);
+  return out;
 }
